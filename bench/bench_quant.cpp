@@ -1,0 +1,139 @@
+// Throughput of the row kernels: vec_dot per weight type, scalar reference vs the dispatched
+// (AVX2 where available) kernel, for row lengths of the models we target (576: SmolLM2-135M
+// hidden size, 1536: its FFN, 4096: 7B-class hidden size). Also activation quantization.
+// One row is dotted repeatedly, so data stays in L1: this measures compute, not memory.
+//
+//   bench_quant --benchmark_filter='vec_dot/q4_1'   (bytes_per_second counts weight bytes)
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/quant.h"
+#include "kernels/types.h"
+#include "util/fp16.h"
+
+namespace kvc {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+const TensorType kWeightTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16,
+                                   TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1,
+                                   TensorType::Q5_0, TensorType::Q5_1, TensorType::Q4_K,
+                                   TensorType::Q5_K, TensorType::Q6_K};
+
+// Timing does not depend on the values, only on their being finite: random quant bytes with
+// the fp16 scale fields (and fp16/bf16 elements) set to a small finite value.
+Bytes random_weight_row(TensorType type, int64_t n, std::mt19937& rng) {
+  Bytes row(row_bytes(type, n));
+  if (type == TensorType::F32) {
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = u(rng);
+      std::memcpy(row.data() + 4 * i, &v, 4);
+    }
+    return row;
+  }
+  for (auto& b : row) b = static_cast<uint8_t>(rng());
+  // Overwrite the fp16 fields (and every fp16/bf16 element) so no NaN or inf slows the floats.
+  const uint16_t small = type == TensorType::BF16 ? float_to_bf16(0.01f) : float_to_fp16(0.01f);
+  const size_t bb = type_traits(type).block_bytes;
+  const int64_t be = type_traits(type).block_elems;
+  for (size_t b = 0; b < row.size() / bb; ++b) {
+    uint8_t* block = row.data() + b * bb;
+    if (be == 1) {
+      std::memcpy(block, &small, 2);
+    } else if (type == TensorType::Q6_K) {
+      std::memcpy(block + 208, &small, 2);
+    } else {
+      std::memcpy(block, &small, 2);
+      std::memcpy(block + 2, &small, 2);  // m / dmin where the type has one; else qs bytes
+    }
+  }
+  return row;
+}
+
+struct DotData {
+  Bytes weights;
+  Bytes activations;
+};
+
+DotData make_data(TensorType type, int64_t n) {
+  std::mt19937 rng(42);
+  DotData data;
+  data.weights = random_weight_row(type, n, rng);
+  std::vector<float> x(n);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto& v : x) v = normal(rng);
+  const TensorType dot_type = type_traits(type).dot_type;
+  data.activations.resize(row_bytes(dot_type, n));
+  quantize_row_for_dot(dot_type, x.data(), data.activations.data(), n);
+  return data;
+}
+
+template <bool kReference>
+void bench_vec_dot(benchmark::State& state, TensorType type, int64_t n) {
+  const DotData data = make_data(type, n);
+  for (auto _ : state) {
+    const float r = kReference
+                        ? reference::vec_dot(type, n, data.weights.data(), data.activations.data())
+                        : vec_dot(type, n, data.weights.data(), data.activations.data());
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(data.weights.size()));
+  state.SetItemsProcessed(state.iterations() * n);
+  state.SetLabel(kReference ? "reference" : cpu_kernel_isa());
+}
+
+template <bool kReference>
+void bench_quantize(benchmark::State& state, TensorType dot_type, int64_t n) {
+  std::vector<float> x(n);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto& v : x) v = normal(rng);
+  Bytes out(row_bytes(dot_type, n));
+  for (auto _ : state) {
+    if (kReference) {
+      reference::quantize_row_for_dot(dot_type, x.data(), out.data(), n);
+    } else {
+      quantize_row_for_dot(dot_type, x.data(), out.data(), n);
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * n);
+  state.SetLabel(kReference ? "reference" : cpu_kernel_isa());
+}
+
+void register_all() {
+  for (TensorType type : kWeightTypes) {
+    for (int64_t n : {576, 1536, 4096}) {
+      if (n % type_traits(type).block_elems != 0) continue;  // 576 is not a K-quant row length
+      const std::string name =
+          "vec_dot/" + std::string(type_traits(type).name) + "/" + std::to_string(n);
+      benchmark::RegisterBenchmark((name + "/reference").c_str(), bench_vec_dot<true>, type, n);
+      benchmark::RegisterBenchmark((name + "/dispatched").c_str(), bench_vec_dot<false>, type, n);
+    }
+  }
+  for (TensorType dot_type : {TensorType::Q8_0, TensorType::Q8_1, TensorType::Q8_K}) {
+    const std::string name = "quantize/" + std::string(type_traits(dot_type).name) + "/4096";
+    benchmark::RegisterBenchmark((name + "/reference").c_str(), bench_quantize<true>, dot_type,
+                                 4096);
+    benchmark::RegisterBenchmark((name + "/dispatched").c_str(), bench_quantize<false>, dot_type,
+                                 4096);
+  }
+}
+
+}  // namespace
+}  // namespace kvc
+
+int main(int argc, char** argv) {
+  kvc::register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

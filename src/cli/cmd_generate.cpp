@@ -1,0 +1,148 @@
+// `kvc generate`: run one prompt through the model and stream the output.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/common_options.h"
+#include "model/tokenizer/chat_template.h"
+#include "util/error.h"
+
+namespace kvc::cli {
+namespace {
+
+struct GenerateOptions {
+  ModelOptions model;
+  CacheOptions cache;
+  std::string prompt;
+  std::string prompt_file;
+  bool chat = false;
+  std::string system;
+  int32_t max_tokens = 128;
+  SamplingParams sampling;
+  bool json = false;
+  bool ignore_eos = false;
+};
+
+std::string read_prompt(const GenerateOptions& o) {
+  if (!o.prompt_file.empty()) {
+    std::ifstream in(o.prompt_file, std::ios::binary);
+    if (!in) fail("cannot read prompt file '{}'", o.prompt_file);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  if (o.prompt == "-" || (o.prompt.empty() && isatty(STDIN_FILENO) == 0)) {
+    std::ostringstream text;
+    text << std::cin.rdbuf();
+    return text.str();
+  }
+  if (o.prompt.empty()) fail("no prompt: pass --prompt TEXT, --file PATH, or pipe text to stdin");
+  return o.prompt;
+}
+
+void run_generate(const GenerateOptions& o) {
+  const std::unique_ptr<Model> model = load_model(o.model);
+  const Tokenizer& tok = model->tokenizer();
+  const std::string text = read_prompt(o);
+
+  GenerationRequest request;
+  if (o.chat) {
+    std::vector<ChatMessage> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    messages.push_back({"user", text});
+    request.prompt = tok.encode(apply_chat_template(model->chat_template(), messages, true), true);
+  } else {
+    if (tok.add_bos()) request.prompt.push_back(tok.bos());
+    const std::vector<int32_t> ids = tok.encode(text, false);
+    request.prompt.insert(request.prompt.end(), ids.begin(), ids.end());
+  }
+  request.max_tokens = o.max_tokens;
+  request.sampling = o.sampling;
+  if (!o.ignore_eos) {
+    for (int32_t id = 0; id < tok.vocab_size(); ++id) {
+      if (tok.is_end_of_generation(id)) request.stop_tokens.push_back(id);
+    }
+  }
+
+  Generator generator(*model, engine_config(o.cache, model->config()));
+  const GenerationStats stats = generator.generate(request, [&](int32_t token) {
+    if (!o.json && !tok.is_control(token)) {
+      const std::string piece = tok.token_to_piece(token);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+    return true;
+  });
+
+  std::string output;
+  for (int32_t t : stats.tokens) {
+    if (!tok.is_control(t)) output += tok.token_to_piece(t);
+  }
+  const size_t full_bytes = static_cast<size_t>(stats.prompt_tokens + stats.generated_tokens) *
+                            model->config().n_layer * model->config().n_head_kv * 2 *
+                            model->config().head_dim * generator.cache().pool().element_bytes();
+  if (o.json) {
+    nlohmann::json j;
+    j["model"] = o.model.model_path;
+    j["text"] = output;
+    j["prompt_tokens"] = stats.prompt_tokens;
+    j["generated_tokens"] = stats.generated_tokens;
+    j["tokens"] = stats.tokens;
+    j["stop_reason"] = stats.stop_reason;
+    j["prefill_seconds"] = stats.prefill_seconds;
+    j["decode_seconds"] = stats.decode_seconds;
+    j["prefill_tokens_per_second"] = stats.prefill_tokens_per_second();
+    j["decode_tokens_per_second"] = stats.decode_tokens_per_second();
+    j["kv_retained"] = stats.kv_retained;
+    j["kv_bytes"] = stats.kv_bytes;
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return;
+  }
+  std::printf("\n");
+  std::fprintf(stderr,
+               "\n[kvc] prefill: %d tokens in %.3f s (%.1f tok/s) | decode: %d tokens in %.3f s "
+               "(%.1f tok/s) | stop: %s\n"
+               "[kvc] KV cache: %lld KVs retained, %.2f MiB in blocks (K+V payload of the same "
+               "KVs: %.2f MiB)\n",
+               stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second(),
+               stats.generated_tokens, stats.decode_seconds, stats.decode_tokens_per_second(),
+               stats.stop_reason.c_str(), static_cast<long long>(stats.kv_retained),
+               stats.kv_bytes / 1048576.0, full_bytes / 1048576.0);
+}
+
+}  // namespace
+
+void register_generate(CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt (streams tokens)");
+  add_model_options(*cmd, o->model);
+  add_cache_options(*cmd, o->cache);
+  CLI::Option* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text ('-' reads stdin)");
+  cmd->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")
+      ->check(CLI::ExistingFile)
+      ->excludes(prompt);
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt as a user message in the model's chat template");
+  cmd->add_option("--system", o->system, "System message for --chat (default: the template's)");
+  cmd->add_option("-n,--max-tokens", o->max_tokens, "Maximum tokens to generate")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--temperature", o->sampling.temperature, "Sampling temperature (0: greedy)")
+      ->check(CLI::Range(0.0f, 100.0f))
+      ->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: all)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass (1: off)")
+      ->check(CLI::Range(0.0f, 1.0f))
+      ->capture_default_str();
+  cmd->add_option("--seed", o->sampling.seed, "Random seed for sampling")->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
+  cmd->add_flag("--json", o->json, "Print one JSON object (text, tokens, timings) instead of streaming");
+  cmd->callback([o] { run_generate(*o); });
+}
+
+}  // namespace kvc::cli

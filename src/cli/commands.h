@@ -1,0 +1,13 @@
+// Registration of `kvc` subcommands; each lives in its own cmd_*.cpp.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace kvc::cli {
+
+void register_generate(CLI::App& app);
+void register_info(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_bench(CLI::App& app);
+
+}  // namespace kvc::cli

@@ -1,0 +1,98 @@
+#include "engine/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "util/error.h"
+
+namespace kvc {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+double GenerationStats::prefill_tokens_per_second() const {
+  return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0.0;
+}
+
+double GenerationStats::decode_tokens_per_second() const {
+  // The first generated token comes from the prefill logits; decode steps are the rest.
+  const int32_t steps = generated_tokens > 0 ? generated_tokens - 1 : 0;
+  return decode_seconds > 0 ? steps / decode_seconds : 0.0;
+}
+
+EngineConfig resolve_engine_config(const ModelConfig& model, EngineConfig config) {
+  if (config.max_context <= 0) config.max_context = model.n_ctx_train;
+  if (config.num_blocks <= 0) {
+    const int64_t per_row = (config.max_context + config.block_size - 1) / config.block_size;
+    config.num_blocks = static_cast<int32_t>(per_row * model.n_layer * model.n_head_kv);
+  }
+  return config;
+}
+
+Generator::Generator(const Model& model, const EngineConfig& config)
+    : model_(model),
+      config_(resolve_engine_config(model.config(), config)),
+      cache_(KvCacheConfig{model.config().n_layer, model.config().n_head_kv,
+                           model.config().head_dim, config_.block_size, config_.num_blocks,
+                           config_.kv_storage}),
+      forward_(model, config_.max_batch_tokens, config_.max_context) {}
+
+GenerationStats Generator::generate(const GenerationRequest& request,
+                                    const std::function<bool(int32_t)>& on_token) {
+  const auto n_prompt = static_cast<int32_t>(request.prompt.size());
+  if (n_prompt == 0) fail("the prompt is empty");
+  if (n_prompt >= config_.max_context) {
+    fail("the prompt has {} tokens; the context holds {} (raise --ctx)", n_prompt,
+         config_.max_context);
+  }
+  const SequenceId seq = cache_.add_sequence();
+  GenerationStats stats;
+  stats.prompt_tokens = n_prompt;
+  if (!cache_.can_append(seq, n_prompt)) {
+    cache_.remove_sequence(seq);
+    fail("the prompt needs {} KV blocks; the budget has {} (raise --kv-budget)",
+         cache_.blocks_needed(seq, n_prompt), cache_.pool().num_blocks());
+  }
+  Sampler sampler(request.sampling);
+
+  auto start = std::chrono::steady_clock::now();
+  std::span<const float> logits = forward_.run(cache_, seq, request.prompt, 0);
+  stats.prefill_seconds = seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  int32_t position = n_prompt;
+  stats.stop_reason = "max_tokens";
+  while (stats.generated_tokens < request.max_tokens) {
+    const int32_t token = sampler.sample(logits);
+    stats.tokens.push_back(token);
+    ++stats.generated_tokens;
+    if (!on_token(token)) {
+      stats.stop_reason = "cancelled";
+      break;
+    }
+    if (std::find(request.stop_tokens.begin(), request.stop_tokens.end(), token) !=
+        request.stop_tokens.end()) {
+      stats.stop_reason = "stop_token";
+      break;
+    }
+    if (stats.generated_tokens == request.max_tokens) break;
+    if (position + 1 > config_.max_context || !cache_.can_append(seq, 1)) {
+      stats.stop_reason = "context_full";
+      break;
+    }
+    const int32_t next[1] = {token};
+    logits = forward_.run(cache_, seq, next, position);
+    ++position;
+  }
+  stats.decode_seconds = seconds_since(start);
+  stats.kv_retained = cache_.retained_kvs(seq);
+  stats.kv_bytes = cache_.bytes_owned(seq);
+  cache_.remove_sequence(seq);
+  return stats;
+}
+
+}  // namespace kvc

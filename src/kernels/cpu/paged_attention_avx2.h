@@ -1,0 +1,13 @@
+// AVX2 entry points of paged attention; call only when cpu_has_avx2().
+#pragma once
+
+#include "kernels/paged_attention.h"
+
+namespace kvc::avx2 {
+
+bool paged_attention_supported(const PagedKvPool& pool, int32_t group);
+void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                     float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
+                     float* scratch);
+
+}  // namespace kvc::avx2

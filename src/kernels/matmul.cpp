@@ -1,0 +1,60 @@
+#include "kernels/matmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "kernels/quant.h"
+#include "util/error.h"
+
+namespace kvc {
+
+void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
+            int64_t y_stride, MatmulScratch& scratch) {
+  const TensorType dot_type = type_traits(w.type).dot_type;
+  const size_t act_stride = row_bytes(dot_type, w.cols);
+  uint8_t* act = scratch.reserve(act_stride * static_cast<size_t>(n_tokens));
+  const size_t w_stride = w.row_stride();
+
+  // Rows per tile: enough that every thread gets several tiles, small enough that a tile of
+  // weights stays in L2 while all tokens pass over it.
+  constexpr int64_t kTileRows = 16;
+  const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
+
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      quantize_row_for_dot(dot_type, x + t * x_stride, act + static_cast<size_t>(t) * act_stride,
+                           w.cols);
+    }
+#pragma omp for schedule(static)
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      const int64_t r0 = tile * kTileRows;
+      const int64_t r1 = std::min(w.rows, r0 + kTileRows);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const uint8_t* a = act + static_cast<size_t>(t) * act_stride;
+        float* yt = y + t * y_stride;
+        for (int64_t r = r0; r < r1; ++r) {
+          yt[r] = vec_dot(w.type, w.cols, w.data + static_cast<size_t>(r) * w_stride, a);
+        }
+      }
+    }
+  }
+}
+
+void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens,
+                      float* y, int64_t y_stride) {
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    reference::dequantize_row(w.type, w.data + static_cast<size_t>(r) * w.row_stride(), row.data(),
+                              w.cols);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double sum = 0.0;
+      for (int64_t c = 0; c < w.cols; ++c) sum += static_cast<double>(row[c]) * x[t * x_stride + c];
+      y[t * y_stride + r] = static_cast<float>(sum);
+    }
+  }
+}
+
+}  // namespace kvc

@@ -1,0 +1,50 @@
+// Matrix multiplication of a (possibly quantized) weight matrix by float activations.
+//
+//   y[t, r] = sum_c W[r, c] * x[t, c]      W: [rows, cols] of `type`, row-major, one quantized
+//                                          row per output feature (GGUF/ggml layout)
+//
+// The activations are quantized once to the weight type's dot type, then every (row, token)
+// pair is one vec_dot. Rows are split across OpenMP threads; for many tokens, rows are tiled so
+// a tile of weights stays in cache while every token passes over it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/types.h"
+
+namespace kvc {
+
+// A read-only view of a 2-D weight tensor (usually inside the mmapped GGUF file).
+struct WeightMatrix {
+  TensorType type = TensorType::F32;
+  int64_t rows = 0;       // output features
+  int64_t cols = 0;       // input features (contiguous)
+  const uint8_t* data = nullptr;  // [rows, row_bytes(type, cols)]
+
+  size_t row_stride() const { return row_bytes(type, cols); }
+};
+
+// Scratch for quantized activations, grown on first use and then reused (no per-step allocation
+// once warm).
+class MatmulScratch {
+ public:
+  uint8_t* reserve(size_t bytes) {
+    if (buffer_.size() < bytes) buffer_.resize(bytes);
+    return buffer_.data();
+  }
+
+ private:
+  std::vector<uint8_t> buffer_;
+};
+
+// y: [n_tokens, w.rows] (row stride y_stride), x: [n_tokens, w.cols] (row stride x_stride).
+void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
+            int64_t y_stride, MatmulScratch& scratch);
+
+// Naive reference: dequantizes each weight row and accumulates in double. For tests.
+void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens,
+                      float* y, int64_t y_stride);
+
+}  // namespace kvc

@@ -1,0 +1,32 @@
+// Small element-wise and row operations of the forward pass. Scalar C++ written so the compiler
+// vectorizes it; these are a few percent of a step's time (matmul and attention dominate).
+#pragma once
+
+#include <cstdint>
+
+namespace kvc {
+
+// out[n] = x[n] / rms(x) * weight[n]; rms = sqrt(mean(x^2) + eps). out may alias x.
+void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps);
+
+enum class RopeStyle {
+  kAdjacentPairs,  // rotates (x[2i], x[2i+1]): llama.cpp's "norm" mode, used by llama GGUFs
+  kHalves,         // rotates (x[i], x[i + d/2]): "neox" mode, used by qwen2
+};
+
+// Rotates `n_heads` heads of `head_dim` values in place for token position `pos`:
+// x: [n_heads, head_dim]. Only the first `rope_dims` values of each head rotate.
+// inv_freq: [rope_dims / 2], inv_freq[i] = theta^(-2i / rope_dims).
+void apply_rope(float* x, int32_t n_heads, int32_t head_dim, int32_t rope_dims, int32_t pos,
+                const float* inv_freq, RopeStyle style);
+
+// gate[n] = silu(gate[n]) * up[n]
+void silu_mul(float* gate, const float* up, int64_t n);
+
+// x[n] += y[n]
+void add_inplace(float* x, const float* y, int64_t n);
+
+// In-place softmax of x[n]; returns nothing, x sums to 1. n >= 1.
+void softmax_inplace(float* x, int64_t n);
+
+}  // namespace kvc

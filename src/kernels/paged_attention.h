@@ -1,0 +1,66 @@
+// Attention over a per-head paged KV cache (KV-Compress layout, ../docs/METHOD.md §1).
+//
+// One physical block holds `block_size` token slots of ONE (layer, KV head): K and V are
+// [num_blocks, block_size, head_dim] arrays; slot metadata (original position, eviction metric)
+// is [num_blocks, block_size]. A head row is a block table plus a length; slot s of the row
+// lives in block table[s / block_size] at offset s % block_size. Only the first `length` slots
+// of a row are read. Keys are stored after RoPE, so slot order does not matter; causality is
+// enforced from the stored positions (a query at position p sees slots with position <= p).
+//
+// The kernel knows nothing about sequences, layers or models: raw pointers plus descriptors.
+#pragma once
+
+#include <cstdint>
+
+namespace kvc {
+
+enum class KvStorageType : uint8_t { kF16, kF32 };
+
+// The shared physical pool (one per cache).
+struct PagedKvPool {
+  const void* k = nullptr;            // [num_blocks, block_size, head_dim] of storage type
+  const void* v = nullptr;            // [num_blocks, block_size, head_dim]
+  const int32_t* positions = nullptr; // [num_blocks, block_size]
+  float* metric = nullptr;            // [num_blocks, block_size], may be null
+  int32_t block_size = 16;
+  int32_t head_dim = 0;
+  KvStorageType storage = KvStorageType::kF16;
+};
+
+// One head row: which blocks, how many slots.
+struct PagedHeadRow {
+  const int32_t* block_table = nullptr;  // [ceil(length / block_size)]
+  int32_t length = 0;
+};
+
+enum class MetricAccumulation : uint8_t {
+  kNone,
+  kSquared,   // metric[slot] += sum over the query group of p^2 (KV-Compress L2, default)
+  kAbsolute,  // metric[slot] += sum over the query group of p   (L1 / H2O)
+};
+
+// Queries of one KV head's group for `n_query` tokens.
+struct GroupQueries {
+  const float* q = nullptr;         // [n_query] rows of stride q_stride, each [group, head_dim]
+  int64_t q_stride = 0;             // floats between consecutive tokens
+  const int32_t* positions = nullptr;  // [n_query] query positions (for causality)
+  int32_t n_query = 0;
+  int32_t group = 1;                // query heads sharing this KV head
+};
+
+// out: [n_query] rows of stride out_stride, each [group, head_dim].
+// scratch: [group * row.length] floats. scale: usually 1/sqrt(head_dim).
+// With accumulation != kNone, each query's probabilities (summed over the group) are added
+// to pool.metric of the slots it attends (decode-time metric of KV-Compress).
+void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                     float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
+                     float* scratch);
+
+namespace reference {
+// Plain scalar loops, same contract: the specification the optimized path is tested against.
+void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                     float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
+                     float* scratch);
+}  // namespace reference
+
+}  // namespace kvc

@@ -1,0 +1,38 @@
+// Row kernels over quantized data: dequantize, quantize activations, dot products.
+//
+// Every public function dispatches at run time to the fastest implementation the CPU supports
+// (AVX2+FMA+F16C today; scalar otherwise). The scalar versions in kvc::reference are the
+// specification: each optimized path is tested against them.
+//
+// Dot products follow llama.cpp's scheme so that results are comparable with it and as fast:
+// activations are quantized once per row to the weight type's `dot_type`
+// (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants, F32 for F32/F16/BF16),
+// then each weight row is dotted against the quantized activations with integer arithmetic.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/types.h"
+
+namespace kvc {
+
+// dst[n] = dequantized src (one row of `type`, n a multiple of its block size).
+void dequantize_row(TensorType type, const void* src, float* dst, int64_t n);
+
+// Quantizes src[n] to `dot_type` (Q8_0, Q8_1, Q8_K or F32) into dst (row_bytes(dot_type, n)).
+void quantize_row_for_dot(TensorType dot_type, const float* src, void* dst, int64_t n);
+
+// Dot product of one weight row of `weight_type` with activations already quantized to
+// type_traits(weight_type).dot_type. n: elements in the row.
+float vec_dot(TensorType weight_type, int64_t n, const void* weight_row, const void* activations);
+
+// Name of the implementation the dispatcher chose ("avx2", "scalar").
+const char* cpu_kernel_isa();
+
+namespace reference {
+void dequantize_row(TensorType type, const void* src, float* dst, int64_t n);
+void quantize_row_for_dot(TensorType dot_type, const float* src, void* dst, int64_t n);
+float vec_dot(TensorType weight_type, int64_t n, const void* weight_row, const void* activations);
+}  // namespace reference
+
+}  // namespace kvc

@@ -1,0 +1,82 @@
+#include "kv/block_pool.h"
+
+#include <cstring>
+#include <limits>
+
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace kvc {
+
+BlockPool::BlockPool(const BlockPoolConfig& config) : config_(config) {
+  KVC_ASSERT(config.num_blocks >= 0 && config.block_size > 0 && config.head_dim > 0);
+  const size_t slots = static_cast<size_t>(config.num_blocks) * config.block_size;
+  k_.resize(slots * config.head_dim * element_bytes());
+  v_.resize(k_.size());
+  metric_.resize(slots);
+  positions_.resize(slots);
+  free_.reserve(static_cast<size_t>(config.num_blocks));
+  on_free_list_.assign(static_cast<size_t>(config.num_blocks), 1);
+  // Lowest ids on top of the stack: allocation order is deterministic and easy to read in tests.
+  for (int32_t b = config.num_blocks - 1; b >= 0; --b) {
+    free_.push_back(b);
+    poison(b);
+  }
+}
+
+size_t BlockPool::block_bytes() const {
+  return static_cast<size_t>(config_.block_size) *
+         (2 * config_.head_dim * element_bytes() + sizeof(float) + sizeof(int32_t));
+}
+
+int32_t BlockPool::allocate() {
+  if (free_.empty()) return -1;
+  const int32_t block = free_.back();
+  free_.pop_back();
+  on_free_list_[static_cast<size_t>(block)] = 0;
+  return block;
+}
+
+void BlockPool::release(int32_t block) {
+  KVC_ASSERT(block >= 0 && block < config_.num_blocks);
+  KVC_ASSERT(!is_free(block));  // double free
+  on_free_list_[static_cast<size_t>(block)] = 1;
+  free_.push_back(block);
+  poison(block);
+}
+
+PagedKvPool BlockPool::view() {
+  PagedKvPool pool;
+  pool.k = k_.data();
+  pool.v = v_.data();
+  pool.positions = positions_.data();
+  pool.metric = metric_.data();
+  pool.block_size = config_.block_size;
+  pool.head_dim = config_.head_dim;
+  pool.storage = config_.storage;
+  return pool;
+}
+
+void BlockPool::poison(int32_t block) {
+#if defined(KVC_POISON_FREED)
+  const int64_t first = static_cast<int64_t>(block) * config_.block_size;
+  const int64_t n = static_cast<int64_t>(config_.block_size) * config_.head_dim;
+  if (config_.storage == KvStorageType::kF16) {
+    auto* k = reinterpret_cast<uint16_t*>(k_slot(first));
+    auto* v = reinterpret_cast<uint16_t*>(v_slot(first));
+    for (int64_t i = 0; i < n; ++i) k[i] = v[i] = 0x7e00;  // fp16 quiet NaN
+  } else {
+    auto* k = reinterpret_cast<float*>(k_slot(first));
+    auto* v = reinterpret_cast<float*>(v_slot(first));
+    for (int64_t i = 0; i < n; ++i) k[i] = v[i] = std::numeric_limits<float>::quiet_NaN();
+  }
+  for (int32_t s = 0; s < config_.block_size; ++s) {
+    metric_[static_cast<size_t>(first + s)] = std::numeric_limits<float>::quiet_NaN();
+    positions_[static_cast<size_t>(first + s)] = std::numeric_limits<int32_t>::min();
+  }
+#else
+  (void)block;
+#endif
+}
+
+}  // namespace kvc

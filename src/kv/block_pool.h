@@ -1,0 +1,66 @@
+// The physical KV memory: a fixed number of blocks, each holding `block_size` token slots of
+// ONE (layer, KV head). Allocated once at start-up; nothing grows afterwards.
+//
+// Invariant: a block id is either on the free list or handed out (owned by exactly one head
+// row of PagedKvCache, which is the only caller of allocate/release).
+// With KVC_POISON_FREED, released blocks are filled with NaN keys/values, metric NaN and
+// position INT32_MIN (so causal masking cannot hide the slot): any stray read shows up as NaN.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/paged_attention.h"
+
+namespace kvc {
+
+struct BlockPoolConfig {
+  int32_t num_blocks = 0;
+  int32_t block_size = 16;
+  int32_t head_dim = 64;
+  KvStorageType storage = KvStorageType::kF16;
+};
+
+class BlockPool {
+ public:
+  explicit BlockPool(const BlockPoolConfig& config);
+
+  // Returns a free block id, or -1 when none is left.
+  int32_t allocate();
+  void release(int32_t block);
+
+  int32_t num_blocks() const { return config_.num_blocks; }
+  int32_t free_blocks() const { return static_cast<int32_t>(free_.size()); }
+  int32_t used_blocks() const { return num_blocks() - free_blocks(); }
+  int32_t block_size() const { return config_.block_size; }
+  int32_t head_dim() const { return config_.head_dim; }
+  KvStorageType storage() const { return config_.storage; }
+
+  // Bytes of one block: K + V + metric + position for block_size slots.
+  size_t block_bytes() const;
+  size_t element_bytes() const { return config_.storage == KvStorageType::kF16 ? 2 : 4; }
+
+  // Raw views for kernels. k/v: [num_blocks, block_size, head_dim]; metric/positions:
+  // [num_blocks, block_size].
+  PagedKvPool view();
+  uint8_t* k_slot(int64_t slot) { return k_.data() + slot * config_.head_dim * element_bytes(); }
+  uint8_t* v_slot(int64_t slot) { return v_.data() + slot * config_.head_dim * element_bytes(); }
+  float* metric() { return metric_.data(); }
+  int32_t* positions() { return positions_.data(); }
+
+  bool is_free(int32_t block) const { return on_free_list_[static_cast<size_t>(block)] != 0; }
+
+ private:
+  void poison(int32_t block);
+
+  BlockPoolConfig config_;
+  std::vector<uint8_t> k_;          // [num_blocks, block_size, head_dim] storage elements
+  std::vector<uint8_t> v_;          // [num_blocks, block_size, head_dim]
+  std::vector<float> metric_;       // [num_blocks, block_size]
+  std::vector<int32_t> positions_;  // [num_blocks, block_size]
+  std::vector<int32_t> free_;       // stack of free block ids
+  std::vector<uint8_t> on_free_list_;  // [num_blocks] 1 when free (double-free detection)
+};
+
+}  // namespace kvc

@@ -1,0 +1,138 @@
+#include "kv/paged_kv_cache.h"
+
+#include <cstring>
+
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace kvc {
+
+PagedKvCache::PagedKvCache(const KvCacheConfig& config)
+    : config_(config),
+      pool_(BlockPoolConfig{config.num_blocks, config.block_size, config.head_dim, config.storage}) {
+  KVC_ASSERT(config.n_layer > 0 && config.n_head_kv > 0);
+}
+
+SequenceId PagedKvCache::add_sequence() {
+  SequenceId id = 0;
+  while (id < static_cast<SequenceId>(sequences_.size()) && sequences_[id].active) ++id;
+  if (id == static_cast<SequenceId>(sequences_.size())) sequences_.emplace_back();
+  Sequence& s = sequences_[id];
+  s.active = true;
+  s.rows.assign(static_cast<size_t>(config_.n_layer) * config_.n_head_kv, HeadRow{});
+  return id;
+}
+
+void PagedKvCache::remove_sequence(SequenceId seq) {
+  Sequence& s = const_cast<Sequence&>(sequence(seq));
+  for (HeadRow& r : s.rows) {
+    for (int32_t b : r.blocks) pool_.release(b);
+  }
+  s.rows.clear();
+  s.active = false;
+}
+
+bool PagedKvCache::has_sequence(SequenceId seq) const {
+  return seq >= 0 && seq < static_cast<SequenceId>(sequences_.size()) && sequences_[seq].active;
+}
+
+const PagedKvCache::Sequence& PagedKvCache::sequence(SequenceId seq) const {
+  KVC_ASSERT(has_sequence(seq));
+  return sequences_[seq];
+}
+
+size_t PagedKvCache::row_index(int32_t layer, int32_t kv_head) const {
+  KVC_ASSERT(layer >= 0 && layer < config_.n_layer && kv_head >= 0 && kv_head < config_.n_head_kv);
+  return static_cast<size_t>(layer) * config_.n_head_kv + kv_head;
+}
+
+int64_t PagedKvCache::blocks_needed(SequenceId seq, int32_t n_tokens) const {
+  const int32_t bs = config_.block_size;
+  int64_t needed = 0;
+  for (const HeadRow& r : sequence(seq).rows) {
+    const int64_t have = static_cast<int64_t>(r.blocks.size());
+    const int64_t want = (static_cast<int64_t>(r.length) + n_tokens + bs - 1) / bs;
+    needed += want > have ? want - have : 0;
+  }
+  return needed;
+}
+
+void PagedKvCache::append(SequenceId seq, int32_t layer, int32_t kv_head, const float* k,
+                          int64_t k_stride, const float* v, int64_t v_stride,
+                          const int32_t* positions, int32_t n) {
+  HeadRow& r = mutable_row(seq, layer, kv_head);
+  const int32_t bs = config_.block_size;
+  const int32_t d = config_.head_dim;
+  for (int32_t i = 0; i < n; ++i) {
+    if (r.length == static_cast<int32_t>(r.blocks.size()) * bs) {
+      const int32_t block = pool_.allocate();
+      KVC_ASSERT(block >= 0);  // caller must check can_append first
+      r.blocks.push_back(block);
+    }
+    const int64_t slot = static_cast<int64_t>(r.blocks[r.length / bs]) * bs + r.length % bs;
+    const float* ki = k + i * k_stride;
+    const float* vi = v + i * v_stride;
+    if (config_.storage == KvStorageType::kF16) {
+      auto* kd = reinterpret_cast<uint16_t*>(pool_.k_slot(slot));
+      auto* vd = reinterpret_cast<uint16_t*>(pool_.v_slot(slot));
+      for (int32_t j = 0; j < d; ++j) {
+        kd[j] = float_to_fp16(ki[j]);
+        vd[j] = float_to_fp16(vi[j]);
+      }
+    } else {
+      std::memcpy(pool_.k_slot(slot), ki, sizeof(float) * d);
+      std::memcpy(pool_.v_slot(slot), vi, sizeof(float) * d);
+    }
+    pool_.metric()[slot] = 0.0f;
+    pool_.positions()[slot] = positions[i];
+    ++r.length;
+  }
+}
+
+const HeadRow& PagedKvCache::row(SequenceId seq, int32_t layer, int32_t kv_head) const {
+  return sequence(seq).rows[row_index(layer, kv_head)];
+}
+
+HeadRow& PagedKvCache::mutable_row(SequenceId seq, int32_t layer, int32_t kv_head) {
+  return const_cast<HeadRow&>(row(seq, layer, kv_head));
+}
+
+PagedHeadRow PagedKvCache::row_view(SequenceId seq, int32_t layer, int32_t kv_head) const {
+  const HeadRow& r = row(seq, layer, kv_head);
+  return PagedHeadRow{r.blocks.data(), r.length};
+}
+
+int64_t PagedKvCache::retained_kvs(SequenceId seq) const {
+  int64_t n = 0;
+  for (const HeadRow& r : sequence(seq).rows) n += r.length;
+  return n;
+}
+
+int64_t PagedKvCache::owned_blocks(SequenceId seq) const {
+  int64_t n = 0;
+  for (const HeadRow& r : sequence(seq).rows) n += static_cast<int64_t>(r.blocks.size());
+  return n;
+}
+
+void PagedKvCache::check_invariants() const {
+  std::vector<uint8_t> owner_count(static_cast<size_t>(pool_.num_blocks()), 0);
+  int64_t owned = 0;
+  const int32_t bs = config_.block_size;
+  for (const Sequence& s : sequences_) {
+    if (!s.active) continue;
+    for (const HeadRow& r : s.rows) {
+      KVC_ASSERT(r.length >= 0);
+      KVC_ASSERT(static_cast<int64_t>(r.blocks.size()) == (r.length + bs - 1) / bs);
+      for (int32_t b : r.blocks) {
+        KVC_ASSERT(b >= 0 && b < pool_.num_blocks());
+        KVC_ASSERT(!pool_.is_free(b));
+        KVC_ASSERT(owner_count[static_cast<size_t>(b)] == 0);  // owned twice
+        owner_count[static_cast<size_t>(b)] = 1;
+        ++owned;
+      }
+    }
+  }
+  KVC_ASSERT(owned + pool_.free_blocks() == pool_.num_blocks());  // nothing leaked
+}
+
+}  // namespace kvc

@@ -1,0 +1,92 @@
+// PagedKvCache: the engine's one KV cache. Owns every head row and, through BlockPool, every
+// block. The full cache is this structure with no eviction; KV-Compress evicts per head row.
+//
+// Layout (../docs/METHOD.md §1): for every sequence × layer × KV head there is a head row
+// (block table + length). Rows of one sequence may hold different numbers of KVs.
+//
+// Invariants (checked by check_invariants(); called after every mutation in debug builds):
+//   - every block is either free in the pool or owned by exactly one head row;
+//   - free + owned == total (nothing leaked);
+//   - a row of length n owns exactly ceil(n / block_size) blocks; only its last block may be
+//     partly filled;
+//   - only this class calls BlockPool::allocate/release, and block tables change only in
+//     append(), remove_sequence() and apply_compaction-style calls made between model steps.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kv/block_pool.h"
+
+namespace kvc {
+
+struct KvCacheConfig {
+  int32_t n_layer = 0;
+  int32_t n_head_kv = 0;
+  int32_t head_dim = 0;
+  int32_t block_size = 16;
+  int32_t num_blocks = 0;
+  KvStorageType storage = KvStorageType::kF16;
+};
+
+using SequenceId = int32_t;
+
+struct HeadRow {
+  std::vector<int32_t> blocks;  // physical block ids, in logical order
+  int32_t length = 0;           // KVs held
+};
+
+class PagedKvCache {
+ public:
+  explicit PagedKvCache(const KvCacheConfig& config);
+
+  const KvCacheConfig& config() const { return config_; }
+
+  SequenceId add_sequence();
+  // Returns all of the sequence's blocks to the pool. The id may be reused later.
+  void remove_sequence(SequenceId seq);
+  bool has_sequence(SequenceId seq) const;
+
+  // Free blocks needed so that every head row of `seq` can take `n_tokens` more KVs.
+  int64_t blocks_needed(SequenceId seq, int32_t n_tokens) const;
+  bool can_append(SequenceId seq, int32_t n_tokens) const {
+    return blocks_needed(seq, n_tokens) <= pool_.free_blocks();
+  }
+
+  // Appends n KVs (already RoPE'd keys) to row (seq, layer, kv_head), allocating blocks as it
+  // fills them; new KVs start with metric 0. Caller checked can_append (asserted).
+  // k, v: [n] rows of head_dim floats with strides k_stride / v_stride; positions: [n].
+  void append(SequenceId seq, int32_t layer, int32_t kv_head, const float* k, int64_t k_stride,
+              const float* v, int64_t v_stride, const int32_t* positions, int32_t n);
+
+  const HeadRow& row(SequenceId seq, int32_t layer, int32_t kv_head) const;
+  HeadRow& mutable_row(SequenceId seq, int32_t layer, int32_t kv_head);
+  PagedHeadRow row_view(SequenceId seq, int32_t layer, int32_t kv_head) const;
+
+  BlockPool& pool() { return pool_; }
+  const BlockPool& pool() const { return pool_; }
+
+  // KVs held by the sequence over all its rows, and the blocks those rows own.
+  int64_t retained_kvs(SequenceId seq) const;
+  int64_t owned_blocks(SequenceId seq) const;
+  // Physical bytes of the blocks the sequence owns.
+  size_t bytes_owned(SequenceId seq) const { return owned_blocks(seq) * pool_.block_bytes(); }
+
+  // Verifies every invariant above; aborts with a message on violation. O(blocks).
+  void check_invariants() const;
+
+ private:
+  struct Sequence {
+    bool active = false;
+    std::vector<HeadRow> rows;  // [n_layer * n_head_kv], index layer * n_head_kv + kv_head
+  };
+  const Sequence& sequence(SequenceId seq) const;
+  size_t row_index(int32_t layer, int32_t kv_head) const;
+
+  KvCacheConfig config_;
+  BlockPool pool_;
+  std::vector<Sequence> sequences_;
+};
+
+}  // namespace kvc

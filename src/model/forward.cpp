@@ -1,0 +1,152 @@
+#include "model/forward.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+#include "util/error.h"
+
+namespace kvc {
+
+ForwardPass::ForwardPass(const Model& model, int32_t max_batch_tokens, int32_t max_context)
+    : model_(model), config_(model.config()), max_batch_tokens_(max_batch_tokens),
+      max_context_(max_context) {
+  KVC_ASSERT(max_batch_tokens > 0 && max_context > 0);
+  const ModelConfig& c = config_;
+  const size_t T = static_cast<size_t>(max_batch_tokens);
+  const size_t q_dim = static_cast<size_t>(c.n_head) * c.head_dim;
+  const size_t kv_dim = static_cast<size_t>(c.n_head_kv) * c.head_dim;
+  inv_freq_.resize(static_cast<size_t>(c.rope_dims / 2));
+  for (size_t i = 0; i < inv_freq_.size(); ++i) {
+    inv_freq_[i] = static_cast<float>(
+        std::pow(static_cast<double>(c.rope_theta), -2.0 * static_cast<double>(i) / c.rope_dims));
+  }
+  x_.resize(T * c.n_embd);
+  xn_.resize(T * c.n_embd);
+  q_.resize(T * q_dim);
+  k_.resize(T * kv_dim);
+  v_.resize(T * kv_dim);
+  attn_.resize(T * q_dim);
+  proj_.resize(T * c.n_embd);
+  gate_.resize(T * c.n_ff);
+  up_.resize(T * c.n_ff);
+  positions_.resize(T);
+  attn_scratch_.resize(static_cast<size_t>(omp_get_max_threads()) * c.group_size() *
+                       static_cast<size_t>(max_context));
+}
+
+std::span<const float> ForwardPass::run(PagedKvCache& cache, SequenceId seq,
+                                        std::span<const int32_t> tokens, int32_t start_pos,
+                                        const ForwardOptions& options) {
+  KVC_ASSERT(!tokens.empty());
+  KVC_ASSERT(cache.can_append(seq, static_cast<int32_t>(tokens.size())));
+  KVC_ASSERT(options.logits == LogitsFor::kLastToken ||
+             tokens.size() <= static_cast<size_t>(max_batch_tokens_));
+  KVC_ASSERT(options.metric == MetricAccumulation::kNone || tokens.size() == 1);
+  for (int32_t t : tokens) KVC_ASSERT(t >= 0 && t < config_.n_vocab);
+  for (size_t begin = 0; begin < tokens.size(); begin += max_batch_tokens_) {
+    const size_t n = std::min(tokens.size() - begin, static_cast<size_t>(max_batch_tokens_));
+    const bool last = begin + n == tokens.size();
+    run_chunk(cache, seq, tokens.subspan(begin, n), start_pos + static_cast<int32_t>(begin),
+              options, last);
+  }
+  const size_t rows = options.logits == LogitsFor::kLastToken ? 1 : tokens.size();
+  return {logits_.data(), rows * static_cast<size_t>(config_.n_vocab)};
+}
+
+void ForwardPass::run_chunk(PagedKvCache& cache, SequenceId seq, std::span<const int32_t> tokens,
+                            int32_t start_pos, const ForwardOptions& options, bool want_logits) {
+  const ModelConfig& c = config_;
+  const ModelWeights& w = model_.weights();
+  const auto T = static_cast<int32_t>(tokens.size());
+  const int64_t E = c.n_embd;
+  const int64_t q_dim = static_cast<int64_t>(c.n_head) * c.head_dim;
+  const int64_t kv_dim = static_cast<int64_t>(c.n_head_kv) * c.head_dim;
+
+  const size_t embd_row = w.token_embd.row_stride();
+  for (int32_t t = 0; t < T; ++t) {
+    dequantize_row(w.token_embd.type, w.token_embd.data + static_cast<size_t>(tokens[t]) * embd_row,
+                   x_.data() + t * E, E);
+    positions_[t] = start_pos + t;
+  }
+
+  for (int32_t layer = 0; layer < c.n_layer; ++layer) {
+    const LayerWeights& l = w.layers[static_cast<size_t>(layer)];
+    for (int32_t t = 0; t < T; ++t) {
+      rms_norm(x_.data() + t * E, l.attn_norm.data(), xn_.data() + t * E, E, c.rms_eps);
+    }
+    matmul(l.wq, xn_.data(), E, T, q_.data(), q_dim, matmul_scratch_);
+    matmul(l.wk, xn_.data(), E, T, k_.data(), kv_dim, matmul_scratch_);
+    matmul(l.wv, xn_.data(), E, T, v_.data(), kv_dim, matmul_scratch_);
+    for (int32_t t = 0; t < T; ++t) {
+      if (c.qkv_bias) {
+        add_inplace(q_.data() + t * q_dim, l.bq.data(), q_dim);
+        add_inplace(k_.data() + t * kv_dim, l.bk.data(), kv_dim);
+        add_inplace(v_.data() + t * kv_dim, l.bv.data(), kv_dim);
+      }
+      apply_rope(q_.data() + t * q_dim, c.n_head, c.head_dim, c.rope_dims, positions_[t],
+                 inv_freq_.data(), c.rope_style);
+      apply_rope(k_.data() + t * kv_dim, c.n_head_kv, c.head_dim, c.rope_dims, positions_[t],
+                 inv_freq_.data(), c.rope_style);
+    }
+    for (int32_t h = 0; h < c.n_head_kv; ++h) {
+      cache.append(seq, layer, h, k_.data() + static_cast<int64_t>(h) * c.head_dim, kv_dim,
+                   v_.data() + static_cast<int64_t>(h) * c.head_dim, kv_dim, positions_.data(), T);
+    }
+    attention(cache, seq, layer, T, options.metric);
+    matmul(l.wo, attn_.data(), q_dim, T, proj_.data(), E, matmul_scratch_);
+    for (int32_t t = 0; t < T; ++t) add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
+
+    for (int32_t t = 0; t < T; ++t) {
+      rms_norm(x_.data() + t * E, l.ffn_norm.data(), xn_.data() + t * E, E, c.rms_eps);
+    }
+    matmul(l.w_gate, xn_.data(), E, T, gate_.data(), c.n_ff, matmul_scratch_);
+    matmul(l.w_up, xn_.data(), E, T, up_.data(), c.n_ff, matmul_scratch_);
+    silu_mul(gate_.data(), up_.data(), static_cast<int64_t>(T) * c.n_ff);
+    matmul(l.w_down, gate_.data(), c.n_ff, T, proj_.data(), E, matmul_scratch_);
+    for (int32_t t = 0; t < T; ++t) add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
+  }
+
+  if (!want_logits) return;
+  const int32_t first = options.logits == LogitsFor::kLastToken ? T - 1 : 0;
+  const int32_t n_out = T - first;
+  for (int32_t t = first; t < T; ++t) {
+    rms_norm(x_.data() + t * E, w.output_norm.data(), xn_.data() + (t - first) * E, E, c.rms_eps);
+  }
+  logits_.resize(static_cast<size_t>(n_out) * c.n_vocab);
+  matmul(w.output, xn_.data(), E, n_out, logits_.data(), c.n_vocab, matmul_scratch_);
+}
+
+void ForwardPass::attention(PagedKvCache& cache, SequenceId seq, int32_t layer, int32_t n_tokens,
+                            MetricAccumulation metric) {
+  const ModelConfig& c = config_;
+  const int32_t group = c.group_size();
+  const int64_t q_dim = static_cast<int64_t>(c.n_head) * c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const PagedKvPool pool = cache.pool().view();
+  const int64_t n_items = static_cast<int64_t>(n_tokens) * c.n_head_kv;
+  const size_t scratch_per_thread = static_cast<size_t>(group) * max_context_;
+
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t item = 0; item < n_items; ++item) {
+    const auto t = static_cast<int32_t>(item / c.n_head_kv);
+    const auto h = static_cast<int32_t>(item % c.n_head_kv);
+    const PagedHeadRow row = cache.row_view(seq, layer, h);
+    KVC_ASSERT(row.length <= max_context_);
+    GroupQueries queries;
+    queries.q = q_.data() + t * q_dim + static_cast<int64_t>(h) * group * c.head_dim;
+    queries.q_stride = q_dim;
+    queries.positions = positions_.data() + t;
+    queries.n_query = 1;
+    queries.group = group;
+    float* scratch = attn_scratch_.data() + omp_get_thread_num() * scratch_per_thread;
+    paged_attention(pool, row, queries, scale, metric,
+                    attn_.data() + t * q_dim + static_cast<int64_t>(h) * group * c.head_dim, q_dim,
+                    scratch);
+  }
+}
+
+}  // namespace kvc

@@ -1,0 +1,75 @@
+// The forward pass of a Llama-family decoder over the paged per-head KV cache.
+//
+// One ForwardPass owns all activation buffers, sized once for `max_batch_tokens` tokens and
+// `max_context` KVs per head row, so a step allocates nothing. Prompts longer than
+// max_batch_tokens are run in chunks; each chunk attends to everything already cached.
+//
+// Per layer (shapes for a chunk of T tokens):
+//   x [T, n_embd] -> rms_norm -> q [T, n_head*hd], k,v [T, n_head_kv*hd] (+bias) -> RoPE(q, k)
+//   -> append k, v to the cache rows (seq, layer, h) -> paged attention per (token, KV head)
+//   -> attn [T, n_head*hd] -> wo -> x += ; rms_norm -> gate, up [T, n_ff] -> silu(gate)*up
+//   -> w_down -> x +=
+// then rms_norm and the output matrix for the tokens whose logits are wanted.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "kernels/paged_attention.h"
+#include "kv/paged_kv_cache.h"
+#include "model/model.h"
+
+namespace kvc {
+
+enum class LogitsFor { kLastToken, kAllTokens };
+
+struct ForwardOptions {
+  LogitsFor logits = LogitsFor::kLastToken;
+  // Decode-time metric accumulation into the cache (KV-Compress continual compression).
+  // Only for single-token steps (assertion): parallel queries of one row would race.
+  MetricAccumulation metric = MetricAccumulation::kNone;
+};
+
+class ForwardPass {
+ public:
+  ForwardPass(const Model& model, int32_t max_batch_tokens, int32_t max_context);
+
+  // Runs `tokens` at positions start_pos.. through the model, appending their KVs to `seq`.
+  // The caller has checked cache.can_append(seq, tokens.size()) (asserted) and that no head
+  // row will exceed max_context. Returns the logits: [1, n_vocab] for kLastToken, else
+  // [tokens.size(), n_vocab] (kAllTokens; tokens.size() <= max_batch_tokens then).
+  std::span<const float> run(PagedKvCache& cache, SequenceId seq, std::span<const int32_t> tokens,
+                             int32_t start_pos, const ForwardOptions& options = {});
+
+  int32_t max_batch_tokens() const { return max_batch_tokens_; }
+  int32_t max_context() const { return max_context_; }
+
+ private:
+  void run_chunk(PagedKvCache& cache, SequenceId seq, std::span<const int32_t> tokens,
+                 int32_t start_pos, const ForwardOptions& options, bool want_logits);
+  void attention(PagedKvCache& cache, SequenceId seq, int32_t layer, int32_t n_tokens,
+                 MetricAccumulation metric);
+
+  const Model& model_;
+  const ModelConfig& config_;
+  int32_t max_batch_tokens_;
+  int32_t max_context_;
+  std::vector<float> inv_freq_;   // [rope_dims / 2]
+  std::vector<float> x_;          // [T, n_embd] residual stream
+  std::vector<float> xn_;         // [T, n_embd] normalized
+  std::vector<float> q_;          // [T, n_head * head_dim]
+  std::vector<float> k_;          // [T, n_head_kv * head_dim]
+  std::vector<float> v_;          // [T, n_head_kv * head_dim]
+  std::vector<float> attn_;       // [T, n_head * head_dim]
+  std::vector<float> proj_;       // [T, n_embd]
+  std::vector<float> gate_;       // [T, n_ff]
+  std::vector<float> up_;         // [T, n_ff]
+  std::vector<int32_t> positions_;  // [T]
+  std::vector<float> attn_scratch_;  // [threads, group * max_context]
+  std::vector<float> logits_;     // [T or 1, n_vocab]
+  MatmulScratch matmul_scratch_;
+};
+
+}  // namespace kvc

@@ -1,0 +1,126 @@
+// PagedKvCache ownership invariants: no block owned twice, nothing leaked, row of length n owns
+// ceil(n / block_size) blocks; budget checks; freed blocks are NaN-poisoned in test builds.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kv/paged_kv_cache.h"
+#include "util/fp16.h"
+
+namespace kvc {
+namespace {
+
+KvCacheConfig small_config(int32_t num_blocks) {
+  return KvCacheConfig{2, 3, 8, 4, num_blocks, KvStorageType::kF16};
+}
+
+void append_tokens(PagedKvCache& cache, SequenceId seq, int32_t n, int32_t start) {
+  const int32_t d = cache.config().head_dim;
+  std::vector<float> k(static_cast<size_t>(n) * d, 1.0f), v(k.size(), 2.0f);
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) pos[i] = start + i;
+  for (int32_t l = 0; l < cache.config().n_layer; ++l) {
+    for (int32_t h = 0; h < cache.config().n_head_kv; ++h) {
+      cache.append(seq, l, h, k.data(), d, v.data(), d, pos.data(), n);
+    }
+  }
+}
+
+TEST(PagedKvCache, RowsOwnCeilLengthOverBlockSizeBlocks) {
+  PagedKvCache cache(small_config(64));
+  const SequenceId seq = cache.add_sequence();
+  EXPECT_EQ(cache.blocks_needed(seq, 1), 6);   // one block per (layer, head) row
+  EXPECT_EQ(cache.blocks_needed(seq, 5), 12);  // ceil(5/4) = 2 per row
+  append_tokens(cache, seq, 5, 0);
+  cache.check_invariants();
+  EXPECT_EQ(cache.row(seq, 1, 2).length, 5);
+  EXPECT_EQ(cache.row(seq, 1, 2).blocks.size(), 2u);
+  EXPECT_EQ(cache.owned_blocks(seq), 12);
+  EXPECT_EQ(cache.retained_kvs(seq), 30);
+  EXPECT_EQ(cache.blocks_needed(seq, 3), 0);  // 5 + 3 = 8 fits in 2 blocks of 4
+  EXPECT_EQ(cache.blocks_needed(seq, 4), 6);
+  EXPECT_EQ(cache.pool().free_blocks(), 64 - 12);
+  EXPECT_EQ(cache.bytes_owned(seq), 12 * cache.pool().block_bytes());
+  cache.remove_sequence(seq);
+  cache.check_invariants();
+  EXPECT_EQ(cache.pool().free_blocks(), 64);
+}
+
+TEST(PagedKvCache, BudgetIsEnforcedBeforeAnyBlockIsTaken) {
+  PagedKvCache cache(small_config(10));
+  const SequenceId seq = cache.add_sequence();
+  EXPECT_TRUE(cache.can_append(seq, 4));    // 6 blocks
+  EXPECT_FALSE(cache.can_append(seq, 5));   // 12 blocks > 10
+  append_tokens(cache, seq, 4, 0);
+  EXPECT_FALSE(cache.can_append(seq, 1));   // 6 more needed, 4 free
+  EXPECT_EQ(cache.pool().free_blocks(), 4);
+  cache.check_invariants();
+}
+
+TEST(PagedKvCache, StoresKeysValuesPositionsAndZeroMetric) {
+  PagedKvCache cache(KvCacheConfig{1, 1, 4, 2, 4, KvStorageType::kF32});
+  const SequenceId seq = cache.add_sequence();
+  const float k[3][4] = {{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10, 11, 12}};
+  const float v[3][4] = {{-1, -2, -3, -4}, {-5, -6, -7, -8}, {-9, -10, -11, -12}};
+  const int32_t pos[3] = {7, 8, 9};
+  cache.append(seq, 0, 0, &k[0][0], 4, &v[0][0], 4, pos, 3);
+  const HeadRow& row = cache.row(seq, 0, 0);
+  for (int32_t s = 0; s < 3; ++s) {
+    const int64_t slot = static_cast<int64_t>(row.blocks[s / 2]) * 2 + s % 2;
+    const auto* ks = reinterpret_cast<const float*>(cache.pool().k_slot(slot));
+    const auto* vs = reinterpret_cast<const float*>(cache.pool().v_slot(slot));
+    for (int32_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(ks[i], k[s][i]);
+      EXPECT_EQ(vs[i], v[s][i]);
+    }
+    EXPECT_EQ(cache.pool().positions()[slot], pos[s]);
+    EXPECT_EQ(cache.pool().metric()[slot], 0.0f);
+  }
+}
+
+#if defined(KVC_POISON_FREED)
+TEST(PagedKvCache, FreedAndUnusedSlotsArePoisoned) {
+  PagedKvCache cache(small_config(12));
+  const SequenceId seq = cache.add_sequence();
+  append_tokens(cache, seq, 1, 0);  // each row's block has 3 unused slots
+  const HeadRow& row = cache.row(seq, 0, 0);
+  const int64_t unused = static_cast<int64_t>(row.blocks[0]) * 4 + 1;
+  EXPECT_TRUE(std::isnan(fp16_to_float(reinterpret_cast<uint16_t*>(cache.pool().k_slot(unused))[0])));
+  EXPECT_TRUE(std::isnan(cache.pool().metric()[unused]));
+  const int32_t block = row.blocks[0];
+  cache.remove_sequence(seq);
+  const int64_t freed = static_cast<int64_t>(block) * 4;
+  EXPECT_TRUE(std::isnan(fp16_to_float(reinterpret_cast<uint16_t*>(cache.pool().k_slot(freed))[0])));
+  EXPECT_TRUE(std::isnan(fp16_to_float(reinterpret_cast<uint16_t*>(cache.pool().v_slot(freed))[3])));
+}
+#endif
+
+TEST(PagedKvCache, ManySequencesComeAndGoWithoutLeaks) {
+  PagedKvCache cache(small_config(200));
+  std::mt19937 rng(1);
+  std::vector<std::pair<SequenceId, int32_t>> live;
+  for (int step = 0; step < 2000; ++step) {
+    if (!live.empty() && rng() % 3 == 0) {
+      const size_t i = rng() % live.size();
+      cache.remove_sequence(live[i].first);
+      live.erase(live.begin() + static_cast<long>(i));
+    } else if (live.empty() || rng() % 2 == 0) {
+      live.emplace_back(cache.add_sequence(), 0);
+    } else {
+      auto& [seq, len] = live[rng() % live.size()];
+      const int32_t n = 1 + static_cast<int32_t>(rng() % 7);
+      if (cache.can_append(seq, n)) {
+        append_tokens(cache, seq, n, len);
+        len += n;
+      }
+    }
+    cache.check_invariants();
+  }
+  for (auto& [seq, len] : live) cache.remove_sequence(seq);
+  cache.check_invariants();
+  EXPECT_EQ(cache.pool().free_blocks(), 200);
+}
+
+}  // namespace
+}  // namespace kvc

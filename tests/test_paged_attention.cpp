@@ -1,0 +1,173 @@
+// Paged attention over the per-head cache equals naive dense attention over exactly the same
+// KVs; unused and freed slots are NaN-poisoned (KVC_POISON_FREED), so a stray read fails.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/cpu_features.h"
+#include "kernels/paged_attention.h"
+#include "kv/paged_kv_cache.h"
+#include "util/fp16.h"
+
+namespace kvc {
+namespace {
+
+struct Case {
+  int32_t group;
+  int32_t length;
+  int32_t head_dim;
+  KvStorageType storage;
+};
+
+// Naive dense attention for one query head: softmax(q.K^T * scale) V over KVs with
+// position <= qpos. k, v: [n, d] (already rounded to the storage type).
+std::vector<float> dense_attention(const float* q, const std::vector<float>& k,
+                                   const std::vector<float>& v, const std::vector<int32_t>& pos,
+                                   int32_t qpos, int32_t d, float scale, std::vector<double>* probs) {
+  const size_t n = pos.size();
+  std::vector<double> s(n, -INFINITY);
+  double max = -INFINITY;
+  for (size_t j = 0; j < n; ++j) {
+    if (pos[j] > qpos) continue;
+    double dot = 0;
+    for (int32_t i = 0; i < d; ++i) dot += static_cast<double>(q[i]) * k[j * d + i];
+    s[j] = dot * scale;
+    max = std::max(max, s[j]);
+  }
+  double sum = 0;
+  for (size_t j = 0; j < n; ++j) {
+    s[j] = std::isinf(s[j]) ? 0.0 : std::exp(s[j] - max);
+    sum += s[j];
+  }
+  std::vector<float> out(static_cast<size_t>(d), 0.0f);
+  for (size_t j = 0; j < n; ++j) {
+    s[j] /= sum;
+    for (int32_t i = 0; i < d; ++i) out[i] += static_cast<float>(s[j] * v[j * d + i]);
+  }
+  if (probs) *probs = s;
+  return out;
+}
+
+float round_to_storage(float x, KvStorageType storage) {
+  return storage == KvStorageType::kF16 ? fp16_to_float(float_to_fp16(x)) : x;
+}
+
+class PagedAttentionTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
+  const Case c = GetParam();
+  const int32_t d = c.head_dim;
+  const int32_t block_size = 16;
+  std::mt19937 rng(c.group * 1000 + c.length);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+
+  // Two KV heads in one layer; an interleaving second sequence scatters the blocks.
+  PagedKvCache cache(KvCacheConfig{1, 2, d, block_size, 4 * ((c.length + 15) / 16) + 8, c.storage});
+  const SequenceId seq = cache.add_sequence();
+  const SequenceId other = cache.add_sequence();
+  std::vector<float> k(static_cast<size_t>(c.length) * d), v(k.size());
+  std::vector<int32_t> pos(static_cast<size_t>(c.length));
+  for (auto& x : k) x = normal(rng);
+  for (auto& x : v) x = normal(rng);
+  // Shuffled positions: slot order must not matter (as after compaction).
+  for (int32_t j = 0; j < c.length; ++j) pos[j] = j;
+  std::shuffle(pos.begin(), pos.end(), rng);
+  for (int32_t j = 0; j < c.length; ++j) {
+    cache.append(seq, 0, 1, &k[j * d], d, &v[j * d], d, &pos[j], 1);
+    cache.append(other, 0, 0, &k[j * d], d, &v[j * d], d, &pos[j], 1);
+  }
+  cache.remove_sequence(other);  // its blocks are now poisoned and interleaved with ours
+  for (auto& x : k) x = round_to_storage(x, c.storage);
+  for (auto& x : v) x = round_to_storage(x, c.storage);
+
+  const int32_t n_query = 3;
+  std::vector<float> q(static_cast<size_t>(n_query) * c.group * d);
+  for (auto& x : q) x = normal(rng);
+  // The last query sees everything; the others see a prefix of positions (causal mask).
+  std::vector<int32_t> qpos = {c.length - 1, c.length / 2, 0};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+
+  for (bool force_scalar : {false, true}) {
+    force_scalar_kernels(force_scalar);
+    SCOPED_TRACE(force_scalar ? "scalar" : "dispatched");
+    std::vector<float> out(q.size(), NAN);
+    std::vector<float> scratch(static_cast<size_t>(c.group) * c.length);
+    GroupQueries queries{q.data(), static_cast<int64_t>(c.group) * d, qpos.data(), n_query, c.group};
+    paged_attention(cache.pool().view(), cache.row_view(seq, 0, 1), queries, scale,
+                    MetricAccumulation::kNone, out.data(), static_cast<int64_t>(c.group) * d,
+                    scratch.data());
+    for (int32_t t = 0; t < n_query; ++t) {
+      for (int32_t g = 0; g < c.group; ++g) {
+        const float* qh = &q[(static_cast<size_t>(t) * c.group + g) * d];
+        const std::vector<float> expected = dense_attention(qh, k, v, pos, qpos[t], d, scale, nullptr);
+        for (int32_t i = 0; i < d; ++i) {
+          const float got = out[(static_cast<size_t>(t) * c.group + g) * d + i];
+          ASSERT_FALSE(std::isnan(got)) << "read a poisoned slot";
+          ASSERT_NEAR(got, expected[i], 2e-5f + 2e-5f * std::fabs(expected[i]))
+              << "t=" << t << " g=" << g << " i=" << i;
+        }
+      }
+    }
+  }
+  force_scalar_kernels(false);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, PagedAttentionTest,
+    ::testing::Values(Case{1, 1, 64, KvStorageType::kF16}, Case{1, 37, 64, KvStorageType::kF16},
+                      Case{3, 16, 64, KvStorageType::kF16}, Case{3, 100, 64, KvStorageType::kF16},
+                      Case{4, 33, 128, KvStorageType::kF16}, Case{4, 257, 64, KvStorageType::kF32},
+                      Case{3, 15, 256, KvStorageType::kF32}, Case{1, 48, 8, KvStorageType::kF16},
+                      Case{3, 21, 12, KvStorageType::kF16}));  // head_dim 12: scalar fallback
+
+TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities) {
+  const int32_t d = 64, n = 40, group = 3;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  PagedKvCache cache(KvCacheConfig{1, 1, d, 16, 8, KvStorageType::kF32});
+  const SequenceId seq = cache.add_sequence();
+  std::vector<float> k(n * d), v(n * d), q(group * d);
+  std::vector<int32_t> pos(n);
+  for (auto& x : k) x = normal(rng);
+  for (auto& x : v) x = normal(rng);
+  for (auto& x : q) x = normal(rng);
+  for (int32_t j = 0; j < n; ++j) pos[j] = j;
+  cache.append(seq, 0, 0, k.data(), d, v.data(), d, pos.data(), n);
+  const float scale = 0.125f;
+  std::vector<double> expected_l2(n, 0.0), expected_l1(n, 0.0);
+  for (int32_t g = 0; g < group; ++g) {
+    std::vector<double> p;
+    dense_attention(&q[g * d], k, v, pos, n, d, scale, &p);
+    for (int32_t j = 0; j < n; ++j) {
+      expected_l2[j] += p[j] * p[j];
+      expected_l1[j] += p[j];
+    }
+  }
+  for (bool force_scalar : {false, true}) {
+    force_scalar_kernels(force_scalar);
+    for (MetricAccumulation mode : {MetricAccumulation::kSquared, MetricAccumulation::kAbsolute}) {
+      const HeadRow& row = cache.row(seq, 0, 0);
+      for (int32_t s = 0; s < n; ++s) {
+        cache.pool().metric()[row.blocks[s / 16] * 16 + s % 16] = 0.0f;
+      }
+      std::vector<float> out(group * d), scratch(group * n);
+      const int32_t qpos = n;
+      GroupQueries queries{q.data(), group * d, &qpos, 1, group};
+      // Two identical decode steps: the metric accumulates (adds), it is not overwritten.
+      for (int step = 0; step < 2; ++step) {
+        paged_attention(cache.pool().view(), cache.row_view(seq, 0, 0), queries, scale, mode,
+                        out.data(), group * d, scratch.data());
+      }
+      const auto& expected = mode == MetricAccumulation::kSquared ? expected_l2 : expected_l1;
+      for (int32_t s = 0; s < n; ++s) {
+        const float got = cache.pool().metric()[row.blocks[s / 16] * 16 + s % 16];
+        EXPECT_NEAR(got, 2 * expected[s], 1e-6 + 1e-4 * expected[s]) << "slot " << s;
+      }
+    }
+  }
+  force_scalar_kernels(false);
+}
+
+}  // namespace
+}  // namespace kvc
