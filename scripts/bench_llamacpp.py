@@ -7,7 +7,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 from llama_cpp import Llama
 
 
@@ -30,16 +29,15 @@ def main() -> None:
     a = ap.parse_args()
     llm = Llama(model_path=a.model, n_ctx=a.prompt_tokens + a.gen_tokens + 16, n_batch=a.batch,
                 n_ubatch=a.batch, n_threads=a.threads, n_threads_batch=a.threads, verbose=False)
-    prompt = synthetic_prompt(a.prompt_tokens, llm.n_vocab())
+    ids = synthetic_prompt(a.prompt_tokens + a.gen_tokens, llm.n_vocab())
+    prompt, continuation = ids[:a.prompt_tokens], ids[a.prompt_tokens:]
     prefill, decode = [], []
     for r in range(a.repeat + 1):
         llm.reset()
-        llm._ctx.kv_cache_clear() if hasattr(llm._ctx, "kv_cache_clear") else None
         t0 = time.perf_counter()
         llm.eval(prompt)
         t1 = time.perf_counter()
-        for _ in range(a.gen_tokens):
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        for token in continuation:  # one decode step per token (logits computed each step)
             llm.eval([token])
         t2 = time.perf_counter()
         if r == 0:

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-ctest --preset release -j "$(nproc)"
+# Serially: the model tests use every core themselves (OpenMP); running them side by side
+# oversubscribes the cores and every barrier then waits for a descheduled thread.
+ctest --preset release

@@ -65,7 +65,7 @@ TEST_F(GoldenTest, LogitsAndGreedyTokensMatchLlamaCpp) {
   engine.max_context = 4096;
   engine = resolve_engine_config(config, engine);
   PagedKvCache cache(KvCacheConfig{config.n_layer, config.n_head_kv, config.head_dim,
-                                   engine.block_size, engine.num_blocks, engine.kv_storage});
+                                   engine.block_size, engine.num_blocks, engine.kv_storage, true});
   ForwardPass forward(*model_, 256, engine.max_context);
 
   int32_t total_compared = 0;

@@ -12,7 +12,7 @@ namespace kvc {
 namespace {
 
 KvCacheConfig small_config(int32_t num_blocks) {
-  return KvCacheConfig{2, 3, 8, 4, num_blocks, KvStorageType::kF16};
+  return KvCacheConfig{2, 3, 8, 4, num_blocks, KvStorageType::kF16, true};
 }
 
 void append_tokens(PagedKvCache& cache, SequenceId seq, int32_t n, int32_t start) {
@@ -59,7 +59,7 @@ TEST(PagedKvCache, BudgetIsEnforcedBeforeAnyBlockIsTaken) {
 }
 
 TEST(PagedKvCache, StoresKeysValuesPositionsAndZeroMetric) {
-  PagedKvCache cache(KvCacheConfig{1, 1, 4, 2, 4, KvStorageType::kF32});
+  PagedKvCache cache(KvCacheConfig{1, 1, 4, 2, 4, KvStorageType::kF32, true});
   const SequenceId seq = cache.add_sequence();
   const float k[3][4] = {{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10, 11, 12}};
   const float v[3][4] = {{-1, -2, -3, -4}, {-5, -6, -7, -8}, {-9, -10, -11, -12}};
@@ -79,7 +79,6 @@ TEST(PagedKvCache, StoresKeysValuesPositionsAndZeroMetric) {
   }
 }
 
-#if defined(KVC_POISON_FREED)
 TEST(PagedKvCache, FreedAndUnusedSlotsArePoisoned) {
   PagedKvCache cache(small_config(12));
   const SequenceId seq = cache.add_sequence();
@@ -94,7 +93,6 @@ TEST(PagedKvCache, FreedAndUnusedSlotsArePoisoned) {
   EXPECT_TRUE(std::isnan(fp16_to_float(reinterpret_cast<uint16_t*>(cache.pool().k_slot(freed))[0])));
   EXPECT_TRUE(std::isnan(fp16_to_float(reinterpret_cast<uint16_t*>(cache.pool().v_slot(freed))[3])));
 }
-#endif
 
 TEST(PagedKvCache, ManySequencesComeAndGoWithoutLeaks) {
   PagedKvCache cache(small_config(200));

@@ -1,5 +1,5 @@
 // Paged attention over the per-head cache equals naive dense attention over exactly the same
-// KVs; unused and freed slots are NaN-poisoned (KVC_POISON_FREED), so a stray read fails.
+// KVs; unused and freed slots are NaN-poisoned (poison_freed), so a stray read fails.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -63,7 +63,7 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
 
   // Two KV heads in one layer; an interleaving second sequence scatters the blocks.
-  PagedKvCache cache(KvCacheConfig{1, 2, d, block_size, 4 * ((c.length + 15) / 16) + 8, c.storage});
+  PagedKvCache cache(KvCacheConfig{1, 2, d, block_size, 4 * ((c.length + 15) / 16) + 8, c.storage, true});
   const SequenceId seq = cache.add_sequence();
   const SequenceId other = cache.add_sequence();
   std::vector<float> k(static_cast<size_t>(c.length) * d), v(k.size());
@@ -125,7 +125,7 @@ TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities
   const int32_t d = 64, n = 40, group = 3;
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  PagedKvCache cache(KvCacheConfig{1, 1, d, 16, 8, KvStorageType::kF32});
+  PagedKvCache cache(KvCacheConfig{1, 1, d, 16, 8, KvStorageType::kF32, true});
   const SequenceId seq = cache.add_sequence();
   std::vector<float> k(n * d), v(n * d), q(group * d);
   std::vector<int32_t> pos(n);

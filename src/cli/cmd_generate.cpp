@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/common_options.h"
+#include "cli/kv_report.h"
 #include "model/tokenizer/chat_template.h"
 #include "util/error.h"
 
@@ -19,6 +20,7 @@ namespace {
 struct GenerateOptions {
   ModelOptions model;
   CacheOptions cache;
+  CompressionOptions compression;
   std::string prompt;
   std::string prompt_file;
   bool chat = false;
@@ -45,6 +47,7 @@ std::string read_prompt(const GenerateOptions& o) {
 }
 
 void run_generate(const GenerateOptions& o) {
+  const CompressionConfig compression = compression_config(o.compression);
   const std::unique_ptr<Model> model = load_model(o.model);
   const Tokenizer& tok = model->tokenizer();
   const std::string text = read_prompt(o);
@@ -61,6 +64,7 @@ void run_generate(const GenerateOptions& o) {
     request.prompt.insert(request.prompt.end(), ids.begin(), ids.end());
   }
   request.max_tokens = o.max_tokens;
+  request.compression = compression;
   request.sampling = o.sampling;
   if (!o.ignore_eos) {
     for (int32_t id = 0; id < tok.vocab_size(); ++id) {
@@ -82,9 +86,8 @@ void run_generate(const GenerateOptions& o) {
   for (int32_t t : stats.tokens) {
     if (!tok.is_control(t)) output += tok.token_to_piece(t);
   }
-  const size_t full_bytes = static_cast<size_t>(stats.prompt_tokens + stats.generated_tokens) *
-                            model->config().n_layer * model->config().n_head_kv * 2 *
-                            model->config().head_dim * generator.cache().pool().element_bytes();
+  const ModelConfig& mc = model->config();
+  const double ratio = stats.kv_bytes > 0 ? static_cast<double>(stats.full_cache_bytes) / stats.kv_bytes : 0;
   if (o.json) {
     nlohmann::json j;
     j["model"] = o.model.model_path;
@@ -97,21 +100,35 @@ void run_generate(const GenerateOptions& o) {
     j["decode_seconds"] = stats.decode_seconds;
     j["prefill_tokens_per_second"] = stats.prefill_tokens_per_second();
     j["decode_tokens_per_second"] = stats.decode_tokens_per_second();
+    j["kv_policy"] = describe(compression);
     j["kv_retained"] = stats.kv_retained;
     j["kv_bytes"] = stats.kv_bytes;
+    j["kv_bytes_peak"] = stats.kv_bytes_peak;
+    j["full_cache_bytes"] = stats.full_cache_bytes;
+    j["compression_ratio"] = ratio;
+    j["compressions"] = stats.compressions;
+    j["compress_seconds"] = stats.compress_seconds;
+    j["retained_per_layer_head"] = retained_json(stats.retained_per_row, mc.n_layer, mc.n_head_kv);
     std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
   std::printf("\n");
   std::fprintf(stderr,
                "\n[kvc] prefill: %d tokens in %.3f s (%.1f tok/s) | decode: %d tokens in %.3f s "
-               "(%.1f tok/s) | stop: %s\n"
-               "[kvc] KV cache: %lld KVs retained, %.2f MiB in blocks (K+V payload of the same "
-               "KVs: %.2f MiB)\n",
+               "(%.1f tok/s) | stop: %s\n",
                stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second(),
                stats.generated_tokens, stats.decode_seconds, stats.decode_tokens_per_second(),
-               stats.stop_reason.c_str(), static_cast<long long>(stats.kv_retained),
-               stats.kv_bytes / 1048576.0, full_bytes / 1048576.0);
+               stats.stop_reason.c_str());
+  std::fprintf(stderr,
+               "[kvc] KV cache (%s): %lld KVs in %.2f MiB of blocks; a full cache would hold "
+               "%.2f MiB (%.2fx); peak %.2f MiB; %d compression pass(es), %.1f ms\n",
+               describe(compression).c_str(), static_cast<long long>(stats.kv_retained),
+               stats.kv_bytes / 1048576.0, stats.full_cache_bytes / 1048576.0, ratio,
+               stats.kv_bytes_peak / 1048576.0, stats.compressions, stats.compress_seconds * 1e3);
+  if (compression.compresses()) {
+    const int32_t full_row = stats.prompt_tokens + std::max(0, stats.generated_tokens - 1);
+    print_retained_heatmap(stderr, stats.retained_per_row, mc.n_layer, mc.n_head_kv, full_row);
+  }
 }
 
 }  // namespace
@@ -121,6 +138,7 @@ void register_generate(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt (streams tokens)");
   add_model_options(*cmd, o->model);
   add_cache_options(*cmd, o->cache);
+  add_compression_options(*cmd, o->compression);
   CLI::Option* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text ('-' reads stdin)");
   cmd->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")
       ->check(CLI::ExistingFile)

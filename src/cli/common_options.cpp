@@ -38,6 +38,99 @@ void add_cache_options(CLI::App& app, CacheOptions& o) {
                  "KV-cache memory in MiB (0: enough for one full context)")
       ->check(CLI::Range(0.0, 1e7))
       ->capture_default_str();
+  app.add_flag("--poison-kv", o.poison_kv,
+               "Fill freed and unused KV slots with NaN so any stray read shows (debugging)");
+}
+
+void add_compression_options(CLI::App& app, CompressionOptions& o) {
+  const char* group = "KV compression";
+  app.add_option("--kv-policy", o.policy,
+                 "KV-cache policy: full (no eviction) or kvcompress (KV-Compress, Rehg 2024: "
+                 "squared attention, variable rate per head and layer)")
+      ->check(CLI::IsMember({"full", "kvcompress"}))
+      ->capture_default_str()
+      ->group(group);
+  auto* c = app.add_option("--max-cache-tokens", o.max_cache_tokens,
+                           "Budget C: mean KVs kept per (layer, KV head) (default 128)")
+                ->check(CLI::Range(1.0, 1e9))
+                ->group(group);
+  auto* r = app.add_option("--compression-rate", o.compression_rate,
+                           "Budget as a rate cr: C = max(min-cache, floor((prompt/cr - 1)/bs)*bs)")
+                ->check(CLI::Range(1.0, 1e6))
+                ->group(group);
+  auto* f = app.add_option("--kv-fraction", o.fraction_kept,
+                           "Budget as the fraction of KVs kept, in (0, 1]")
+                ->check(CLI::Range(1e-9, 1.0))
+                ->group(group);
+  c->excludes(r)->excludes(f);
+  r->excludes(f);
+  app.add_option("--min-cache", o.min_cache, "Lower bound on C for --compression-rate")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--protected-window", o.protected_window,
+                 "Most recent tokens never evicted")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--sink-tokens", o.sink_tokens, "First tokens never evicted (attention sinks)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--metric", o.metric,
+                 "Eviction metric: l2 (sum of squared attention, default) or l1 (sum of attention)")
+      ->check(CLI::IsMember({"l1", "l2"}))
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--observation-window", o.observation_window,
+                 "Prefill metric: the last w prompt queries observe the KVs")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str()
+      ->group(group);
+  app.add_flag("--full-observation", o.full_observation,
+               "Prefill metric from every query at least --observation-buffer positions later "
+               "(KVC-full, O(L^2)); no pooling")
+      ->group(group);
+  app.add_option("--observation-buffer", o.observation_buffer,
+                 "Full observation: a query observes only KVs this many positions older")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--pool-kernel", o.pool_kernel, "Max-pool kernel of the window metric (odd; 1: none)")
+      ->check(CLI::Range(1, 1001))
+      ->capture_default_str()
+      ->group(group);
+  app.add_flag("--no-continual", o.no_continual,
+               "Do not compress during decode when blocks run out (stop instead)")
+      ->group(group);
+  app.add_option("--compress-interval", o.interval, "Also compress every N decode steps (0: never)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+}
+
+CompressionConfig compression_config(const CompressionOptions& o) {
+  CompressionConfig c;
+  c.policy = o.policy == "kvcompress" ? KvPolicy::kKvCompress : KvPolicy::kFull;
+  if (o.compression_rate > 0) {
+    c.budget = CacheBudget{CacheBudget::kCompressionRate, o.compression_rate, o.min_cache};
+  } else if (o.fraction_kept > 0) {
+    c.budget = CacheBudget{CacheBudget::kFractionKept, o.fraction_kept, o.min_cache};
+  } else {
+    c.budget = CacheBudget{CacheBudget::kMaxCacheTokens,
+                           o.max_cache_tokens > 0 ? o.max_cache_tokens : 128.0, o.min_cache};
+  }
+  c.planner.protected_window = o.protected_window;
+  c.planner.sink_tokens = o.sink_tokens;
+  c.metric = o.metric == "l1" ? MetricAccumulation::kAbsolute : MetricAccumulation::kSquared;
+  c.observation_window = o.observation_window;
+  c.full_observation = o.full_observation;
+  c.observation_buffer = o.observation_buffer;
+  c.pool_kernel = o.pool_kernel;
+  c.continual = !o.no_continual;
+  c.interval = o.interval;
+  validate_compression_config(c);
+  return c;
 }
 
 std::unique_ptr<Model> load_model(const ModelOptions& o) {
@@ -52,6 +145,7 @@ EngineConfig engine_config(const CacheOptions& o, const ModelConfig& model) {
   c.max_batch_tokens = o.batch;
   c.block_size = o.block_size;
   c.kv_storage = o.kv_dtype == "f32" ? KvStorageType::kF32 : KvStorageType::kF16;
+  c.poison_freed = o.poison_kv;
   if (o.kv_budget_mib > 0.0) {
     const BlockPool probe(BlockPoolConfig{0, o.block_size, model.head_dim, c.kv_storage});
     const double blocks = std::floor(o.kv_budget_mib * 1024.0 * 1024.0 / probe.block_bytes());

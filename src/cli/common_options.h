@@ -27,13 +27,34 @@ struct CacheOptions {
   int32_t block_size = 16;
   std::string kv_dtype = "f16";
   double kv_budget_mib = 0.0;  // 0: enough for a full context
+  bool poison_kv = false;
+};
+
+struct CompressionOptions {
+  std::string policy = "full";
+  double max_cache_tokens = 0.0;
+  double compression_rate = 0.0;
+  double fraction_kept = 0.0;
+  int32_t min_cache = 128;
+  int32_t protected_window = 8;
+  int32_t sink_tokens = 0;
+  std::string metric = "l2";
+  int32_t observation_window = 8;
+  bool full_observation = false;
+  int32_t observation_buffer = 10;
+  int32_t pool_kernel = 7;
+  bool no_continual = false;
+  int32_t interval = 0;
 };
 
 void add_model_options(CLI::App& app, ModelOptions& options);
 void add_cache_options(CLI::App& app, CacheOptions& options);
+void add_compression_options(CLI::App& app, CompressionOptions& options);
 
 // Applies --threads and --kernels, then loads the model (throws kvc::Error).
 std::unique_ptr<Model> load_model(const ModelOptions& options);
 EngineConfig engine_config(const CacheOptions& options, const ModelConfig& model);
+// Validated CompressionConfig (throws kvc::Error naming the bad flag).
+CompressionConfig compression_config(const CompressionOptions& options);
 
 }  // namespace kvc::cli

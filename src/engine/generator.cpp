@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "compress/prefill_metrics.h"
 #include "util/error.h"
 
 namespace kvc {
@@ -38,11 +39,21 @@ Generator::Generator(const Model& model, const EngineConfig& config)
       config_(resolve_engine_config(model.config(), config)),
       cache_(KvCacheConfig{model.config().n_layer, model.config().n_head_kv,
                            model.config().head_dim, config_.block_size, config_.num_blocks,
-                           config_.kv_storage}),
+                           config_.kv_storage, config_.poison_freed}),
       forward_(model, config_.max_batch_tokens, config_.max_context) {}
+
+void Generator::compress(SequenceId seq, int32_t prompt_len, const CompressionConfig& config,
+                         GenerationStats& stats, int64_t max_blocks) {
+  const CompressionResult r = compress_sequence(cache_, seq, prompt_len, config, max_blocks);
+  ++stats.compressions;
+  stats.compress_seconds += r.plan_seconds + r.compact_seconds;
+  if (stats.compressions == 1) stats.prefill_compression = r;
+}
 
 GenerationStats Generator::generate(const GenerationRequest& request,
                                     const std::function<bool(int32_t)>& on_token) {
+  validate_compression_config(request.compression);
+  const CompressionConfig& compression = request.compression;
   const auto n_prompt = static_cast<int32_t>(request.prompt.size());
   if (n_prompt == 0) fail("the prompt is empty");
   if (n_prompt >= config_.max_context) {
@@ -52,17 +63,34 @@ GenerationStats Generator::generate(const GenerationRequest& request,
   const SequenceId seq = cache_.add_sequence();
   GenerationStats stats;
   stats.prompt_tokens = n_prompt;
+  // A freshly prefilled prompt must fit uncompressed first (compression runs after prefill).
   if (!cache_.can_append(seq, n_prompt)) {
+    const int64_t needed = cache_.blocks_needed(seq, n_prompt);
     cache_.remove_sequence(seq);
-    fail("the prompt needs {} KV blocks; the budget has {} (raise --kv-budget)",
-         cache_.blocks_needed(seq, n_prompt), cache_.pool().num_blocks());
+    fail("the prompt needs {} KV blocks before compression; the budget has {} (raise --kv-budget)",
+         needed, cache_.pool().num_blocks());
   }
   Sampler sampler(request.sampling);
 
+  ForwardOptions prefill_options;
+  if (compression.compresses()) {
+    prefill_options.observation = ObservationOptions{
+        compression.metric, compression.observation_window, n_prompt - 1,
+        compression.full_observation, compression.observation_buffer};
+    forward_.clear_observation();
+  }
   auto start = std::chrono::steady_clock::now();
-  std::span<const float> logits = forward_.run(cache_, seq, request.prompt, 0);
+  std::span<const float> logits = forward_.run(cache_, seq, request.prompt, 0, prefill_options);
   stats.prefill_seconds = seconds_since(start);
+  stats.kv_bytes_peak = cache_.bytes_owned(seq);
+  if (compression.compresses()) {
+    write_prefill_metrics(cache_, seq, forward_.observation(), model_.config().group_size(),
+                          compression.full_observation ? 1 : compression.pool_kernel);
+    compress(seq, n_prompt, compression, stats);
+  }
 
+  ForwardOptions decode_options;
+  if (compression.compresses()) decode_options.metric = compression.metric;
   start = std::chrono::steady_clock::now();
   int32_t position = n_prompt;
   stats.stop_reason = "max_tokens";
@@ -80,17 +108,37 @@ GenerationStats Generator::generate(const GenerationRequest& request,
       break;
     }
     if (stats.generated_tokens == request.max_tokens) break;
+    const int32_t steps = stats.generated_tokens - 1;
+    if (compression.compresses() && compression.interval > 0 && steps > 0 &&
+        steps % compression.interval == 0) {
+      compress(seq, n_prompt, compression, stats);
+    }
+    if (!cache_.can_append(seq, 1) && compression.compresses() && compression.continual) {
+      // Out of blocks: compress instead of stopping, freeing at least what the step needs.
+      const int64_t shortfall = cache_.blocks_needed(seq, 1) - cache_.pool().free_blocks();
+      compress(seq, n_prompt, compression, stats, cache_.owned_blocks(seq) - shortfall);
+    }
     if (position + 1 > config_.max_context || !cache_.can_append(seq, 1)) {
       stats.stop_reason = "context_full";
       break;
     }
     const int32_t next[1] = {token};
-    logits = forward_.run(cache_, seq, next, position);
+    logits = forward_.run(cache_, seq, next, position, decode_options);
     ++position;
+    stats.kv_bytes_peak = std::max(stats.kv_bytes_peak, cache_.bytes_owned(seq));
   }
   stats.decode_seconds = seconds_since(start);
   stats.kv_retained = cache_.retained_kvs(seq);
   stats.kv_bytes = cache_.bytes_owned(seq);
+  const ModelConfig& mc = model_.config();
+  const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
+  const int64_t blocks_per_row = (position + config_.block_size - 1) / config_.block_size;
+  stats.full_cache_bytes = static_cast<size_t>(rows * blocks_per_row) * cache_.pool().block_bytes();
+  for (int32_t l = 0; l < mc.n_layer; ++l) {
+    for (int32_t h = 0; h < mc.n_head_kv; ++h) {
+      stats.retained_per_row.push_back(cache_.row(seq, l, h).length);
+    }
+  }
   cache_.remove_sequence(seq);
   return stats;
 }

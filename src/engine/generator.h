@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "compress/compressor.h"
 #include "engine/sampler.h"
 #include "kv/paged_kv_cache.h"
 #include "model/forward.h"
@@ -22,6 +23,7 @@ struct EngineConfig {
   int32_t block_size = 16;
   int32_t num_blocks = 0;         // 0: enough for max_context on every head row
   KvStorageType kv_storage = KvStorageType::kF16;
+  bool poison_freed = false;      // NaN-fill free/dead KV slots (debugging, tests)
 };
 
 struct GenerationRequest {
@@ -29,6 +31,7 @@ struct GenerationRequest {
   int32_t max_tokens = 128;
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;  // generation ends after producing one of these
+  CompressionConfig compression;     // policy: full cache or KV-Compress with a budget
 };
 
 struct GenerationStats {
@@ -38,6 +41,12 @@ struct GenerationStats {
   double decode_seconds = 0.0;   // all decode steps (the first token comes from prefill logits)
   int64_t kv_retained = 0;       // KVs held by the sequence at the end (all rows)
   size_t kv_bytes = 0;           // physical bytes of the blocks the sequence owned at the end
+  size_t kv_bytes_peak = 0;      // most bytes owned at any point (before compressing the prompt)
+  size_t full_cache_bytes = 0;   // bytes a full cache would own for the same tokens
+  int32_t compressions = 0;      // compression passes run (after prefill, forced, interval)
+  double compress_seconds = 0.0; // time in planning + compaction
+  CompressionResult prefill_compression;  // the pass right after prefill (zeros if none)
+  std::vector<int32_t> retained_per_row;  // [n_layer * n_head_kv] KVs per head row at the end
   std::string stop_reason;       // "stop_token", "max_tokens", "context_full"
   std::vector<int32_t> tokens;   // generated ids
 
@@ -59,6 +68,10 @@ class Generator {
                            const std::function<bool(int32_t)>& on_token);
 
  private:
+  // Compresses `seq` to the request's budget (and to max_blocks), accounting the pass.
+  void compress(SequenceId seq, int32_t prompt_len, const CompressionConfig& config,
+                GenerationStats& stats, int64_t max_blocks = INT64_MAX);
+
   const Model& model_;
   EngineConfig config_;
   PagedKvCache cache_;

@@ -49,7 +49,9 @@ struct GroupQueries {
 };
 
 // out: [n_query] rows of stride out_stride, each [group, head_dim].
-// scratch: [group * row.length] floats. scale: usually 1/sqrt(head_dim).
+// scratch: [group * row.length] floats; on return it holds the attention probabilities of the
+// last query, [group, row.length] (0 for masked slots): prefill metrics are read from there.
+// scale: usually 1/sqrt(head_dim).
 // With accumulation != kNone, each query's probabilities (summed over the group) are added
 // to pool.metric of the slots it attends (decode-time metric of KV-Compress).
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,

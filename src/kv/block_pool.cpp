@@ -58,25 +58,26 @@ PagedKvPool BlockPool::view() {
 }
 
 void BlockPool::poison(int32_t block) {
-#if defined(KVC_POISON_FREED)
-  const int64_t first = static_cast<int64_t>(block) * config_.block_size;
-  const int64_t n = static_cast<int64_t>(config_.block_size) * config_.head_dim;
-  if (config_.storage == KvStorageType::kF16) {
-    auto* k = reinterpret_cast<uint16_t*>(k_slot(first));
-    auto* v = reinterpret_cast<uint16_t*>(v_slot(first));
-    for (int64_t i = 0; i < n; ++i) k[i] = v[i] = 0x7e00;  // fp16 quiet NaN
-  } else {
-    auto* k = reinterpret_cast<float*>(k_slot(first));
-    auto* v = reinterpret_cast<float*>(v_slot(first));
-    for (int64_t i = 0; i < n; ++i) k[i] = v[i] = std::numeric_limits<float>::quiet_NaN();
-  }
+  if (!config_.poison_freed) return;
   for (int32_t s = 0; s < config_.block_size; ++s) {
-    metric_[static_cast<size_t>(first + s)] = std::numeric_limits<float>::quiet_NaN();
-    positions_[static_cast<size_t>(first + s)] = std::numeric_limits<int32_t>::min();
+    poison_slot(static_cast<int64_t>(block) * config_.block_size + s);
   }
-#else
-  (void)block;
-#endif
+}
+
+void BlockPool::poison_slot(int64_t slot) {
+  if (!config_.poison_freed) return;
+  const int32_t d = config_.head_dim;
+  if (config_.storage == KvStorageType::kF16) {
+    auto* k = reinterpret_cast<uint16_t*>(k_slot(slot));
+    auto* v = reinterpret_cast<uint16_t*>(v_slot(slot));
+    for (int32_t i = 0; i < d; ++i) k[i] = v[i] = 0x7e00;  // fp16 quiet NaN
+  } else {
+    auto* k = reinterpret_cast<float*>(k_slot(slot));
+    auto* v = reinterpret_cast<float*>(v_slot(slot));
+    for (int32_t i = 0; i < d; ++i) k[i] = v[i] = std::numeric_limits<float>::quiet_NaN();
+  }
+  metric_[static_cast<size_t>(slot)] = std::numeric_limits<float>::quiet_NaN();
+  positions_[static_cast<size_t>(slot)] = std::numeric_limits<int32_t>::min();
 }
 
 }  // namespace kvc

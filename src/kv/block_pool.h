@@ -3,7 +3,7 @@
 //
 // Invariant: a block id is either on the free list or handed out (owned by exactly one head
 // row of PagedKvCache, which is the only caller of allocate/release).
-// With KVC_POISON_FREED, released blocks are filled with NaN keys/values, metric NaN and
+// With poison_freed (tests, `--poison-kv`), released blocks are filled with NaN keys/values, metric NaN and
 // position INT32_MIN (so causal masking cannot hide the slot): any stray read shows up as NaN.
 #pragma once
 
@@ -20,6 +20,7 @@ struct BlockPoolConfig {
   int32_t block_size = 16;
   int32_t head_dim = 64;
   KvStorageType storage = KvStorageType::kF16;
+  bool poison_freed = false;  // NaN-fill free and dead slots (tests); costs a write per free
 };
 
 class BlockPool {
@@ -48,8 +49,21 @@ class BlockPool {
   uint8_t* v_slot(int64_t slot) { return v_.data() + slot * config_.head_dim * element_bytes(); }
   float* metric() { return metric_.data(); }
   int32_t* positions() { return positions_.data(); }
+  // Read-only views of the same slots (planners and tests read through a const cache).
+  const uint8_t* k_slot(int64_t slot) const {
+    return k_.data() + slot * config_.head_dim * element_bytes();
+  }
+  const uint8_t* v_slot(int64_t slot) const {
+    return v_.data() + slot * config_.head_dim * element_bytes();
+  }
+  const float* metric() const { return metric_.data(); }
+  const int32_t* positions() const { return positions_.data(); }
 
   bool is_free(int32_t block) const { return on_free_list_[static_cast<size_t>(block)] != 0; }
+
+  // Marks one slot unreadable (NaN K/V/metric, INT32_MIN position) when poison_freed is on:
+  // freed blocks, and dead slots past a row's length after compaction.
+  void poison_slot(int64_t slot);
 
  private:
   void poison(int32_t block);

@@ -9,7 +9,8 @@ namespace kvc {
 
 PagedKvCache::PagedKvCache(const KvCacheConfig& config)
     : config_(config),
-      pool_(BlockPoolConfig{config.num_blocks, config.block_size, config.head_dim, config.storage}) {
+      pool_(BlockPoolConfig{config.num_blocks, config.block_size, config.head_dim, config.storage,
+                            config.poison_freed}) {
   KVC_ASSERT(config.n_layer > 0 && config.n_head_kv > 0);
 }
 
@@ -87,6 +88,19 @@ void PagedKvCache::append(SequenceId seq, int32_t layer, int32_t kv_head, const 
     pool_.positions()[slot] = positions[i];
     ++r.length;
   }
+}
+
+void PagedKvCache::truncate_row(SequenceId seq, int32_t layer, int32_t kv_head,
+                                int32_t new_length) {
+  HeadRow& r = mutable_row(seq, layer, kv_head);
+  KVC_ASSERT(new_length >= 0 && new_length <= r.length);
+  const int32_t bs = config_.block_size;
+  const size_t keep = static_cast<size_t>((new_length + bs - 1) / bs);
+  while (r.blocks.size() > keep) {
+    pool_.release(r.blocks.back());
+    r.blocks.pop_back();
+  }
+  r.length = new_length;
 }
 
 const HeadRow& PagedKvCache::row(SequenceId seq, int32_t layer, int32_t kv_head) const {

@@ -10,7 +10,8 @@
 //   - a row of length n owns exactly ceil(n / block_size) blocks; only its last block may be
 //     partly filled;
 //   - only this class calls BlockPool::allocate/release, and block tables change only in
-//     append(), remove_sequence() and apply_compaction-style calls made between model steps.
+//     append(), remove_sequence() and truncate_row() (called by apply_compaction between
+//     model steps).
 #pragma once
 
 #include <cstddef>
@@ -28,6 +29,7 @@ struct KvCacheConfig {
   int32_t block_size = 16;
   int32_t num_blocks = 0;
   KvStorageType storage = KvStorageType::kF16;
+  bool poison_freed = false;  // see BlockPoolConfig
 };
 
 using SequenceId = int32_t;
@@ -59,6 +61,11 @@ class PagedKvCache {
   // k, v: [n] rows of head_dim floats with strides k_stride / v_stride; positions: [n].
   void append(SequenceId seq, int32_t layer, int32_t kv_head, const float* k, int64_t k_stride,
               const float* v, int64_t v_stride, const int32_t* positions, int32_t n);
+
+  // Shrinks row (seq, layer, kv_head) to its first `new_length` slots (<= its length) and
+  // returns the blocks past ceil(new_length / block_size) to the pool. Slot contents are not
+  // touched. Only compaction (kv/compaction.h) calls this, between model steps.
+  void truncate_row(SequenceId seq, int32_t layer, int32_t kv_head, int32_t new_length);
 
   const HeadRow& row(SequenceId seq, int32_t layer, int32_t kv_head) const;
   HeadRow& mutable_row(SequenceId seq, int32_t layer, int32_t kv_head);

@@ -96,7 +96,7 @@ void ForwardPass::run_chunk(PagedKvCache& cache, SequenceId seq, std::span<const
       cache.append(seq, layer, h, k_.data() + static_cast<int64_t>(h) * c.head_dim, kv_dim,
                    v_.data() + static_cast<int64_t>(h) * c.head_dim, kv_dim, positions_.data(), T);
     }
-    attention(cache, seq, layer, T, options.metric);
+    attention(cache, seq, layer, T, options);
     matmul(l.wo, attn_.data(), q_dim, T, proj_.data(), E, matmul_scratch_);
     for (int32_t t = 0; t < T; ++t) add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
 
@@ -120,20 +120,37 @@ void ForwardPass::run_chunk(PagedKvCache& cache, SequenceId seq, std::span<const
   matmul(w.output, xn_.data(), E, n_out, logits_.data(), c.n_vocab, matmul_scratch_);
 }
 
+void ForwardPass::clear_observation() {
+  observation_.assign(static_cast<size_t>(config_.n_layer) * config_.n_head * max_context_, 0.0f);
+}
+
+ObservationScores ForwardPass::observation() const {
+  KVC_ASSERT(!observation_.empty());
+  return ObservationScores{observation_.data(), config_.n_layer, config_.n_head, max_context_};
+}
+
+bool ForwardPass::observes(const ObservationOptions& o, int32_t position) const {
+  if (o.kind == MetricAccumulation::kNone) return false;
+  return o.full || position > o.last_position - o.window;
+}
+
 void ForwardPass::attention(PagedKvCache& cache, SequenceId seq, int32_t layer, int32_t n_tokens,
-                            MetricAccumulation metric) {
+                            const ForwardOptions& options) {
   const ModelConfig& c = config_;
   const int32_t group = c.group_size();
   const int64_t q_dim = static_cast<int64_t>(c.n_head) * c.head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const PagedKvPool pool = cache.pool().view();
-  const int64_t n_items = static_cast<int64_t>(n_tokens) * c.n_head_kv;
   const size_t scratch_per_thread = static_cast<size_t>(group) * max_context_;
+  const ObservationOptions& obs = options.observation;
 
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t item = 0; item < n_items; ++item) {
-    const auto t = static_cast<int32_t>(item / c.n_head_kv);
-    const auto h = static_cast<int32_t>(item % c.n_head_kv);
+  // Tokens [0, first_observer) only attend; [first_observer, n_tokens) also record what they
+  // see. Positions rise within a chunk, so observers are a suffix.
+  int32_t first_observer = n_tokens;
+  while (first_observer > 0 && observes(obs, positions_[first_observer - 1])) --first_observer;
+  if (first_observer < n_tokens) KVC_ASSERT(!observation_.empty());  // clear_observation() first
+
+  const auto attend = [&](int32_t t, int32_t h, float* scratch) {
     const PagedHeadRow row = cache.row_view(seq, layer, h);
     KVC_ASSERT(row.length <= max_context_);
     GroupQueries queries;
@@ -142,10 +159,41 @@ void ForwardPass::attention(PagedKvCache& cache, SequenceId seq, int32_t layer, 
     queries.positions = positions_.data() + t;
     queries.n_query = 1;
     queries.group = group;
-    float* scratch = attn_scratch_.data() + omp_get_thread_num() * scratch_per_thread;
-    paged_attention(pool, row, queries, scale, metric,
+    paged_attention(pool, row, queries, scale, options.metric,
                     attn_.data() + t * q_dim + static_cast<int64_t>(h) * group * c.head_dim, q_dim,
                     scratch);
+    return row;
+  };
+
+  const int64_t n_items = static_cast<int64_t>(first_observer) * c.n_head_kv;
+#pragma omp parallel
+  {
+    float* scratch = attn_scratch_.data() + omp_get_thread_num() * scratch_per_thread;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n_items; ++item) {
+      attend(static_cast<int32_t>(item / c.n_head_kv), static_cast<int32_t>(item % c.n_head_kv),
+             scratch);
+    }
+    // Observers: one KV head per thread, queries in order, so each head's sums have one writer.
+#pragma omp for schedule(dynamic, 1)
+    for (int32_t h = 0; h < c.n_head_kv; ++h) {
+      for (int32_t t = first_observer; t < n_tokens; ++t) {
+        const PagedHeadRow row = attend(t, h, scratch);
+        for (int32_t g = 0; g < group; ++g) {
+          const float* p = scratch + static_cast<int64_t>(g) * row.length;
+          float* sums = observation_.data() +
+                        (static_cast<int64_t>(layer) * c.n_head + h * group + g) * max_context_;
+          for (int32_t s = 0; s < row.length; ++s) {
+            if (obs.full) {
+              const int64_t slot = static_cast<int64_t>(row.block_table[s / pool.block_size]) *
+                                       pool.block_size + s % pool.block_size;
+              if (pool.positions[slot] > positions_[t] - obs.buffer) continue;
+            }
+            sums[s] += obs.kind == MetricAccumulation::kSquared ? p[s] * p[s] : p[s];
+          }
+        }
+      }
+    }
   }
 }
 

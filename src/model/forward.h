@@ -18,6 +18,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/paged_attention.h"
+#include "kv/observation_scores.h"
 #include "kv/paged_kv_cache.h"
 #include "model/model.h"
 
@@ -25,11 +26,25 @@ namespace kvc {
 
 enum class LogitsFor { kLastToken, kAllTokens };
 
+// Which prompt queries "observe" the KVs during prefill (KV-Compress §2), and how their
+// attention is recorded. The forward pass only records raw per-query-head sums; turning them
+// into eviction metrics (pooling, summing over the group) is policy, in src/compress/.
+struct ObservationOptions {
+  MetricAccumulation kind = MetricAccumulation::kNone;  // kNone: observe nothing
+  // Limited observation: queries at positions > last_position - window observe every KV.
+  int32_t window = 8;
+  int32_t last_position = -1;  // position of the final prompt token
+  // Full observation: every query observes the KVs at least `buffer` positions older.
+  bool full = false;
+  int32_t buffer = 10;
+};
+
 struct ForwardOptions {
   LogitsFor logits = LogitsFor::kLastToken;
   // Decode-time metric accumulation into the cache (KV-Compress continual compression).
   // Only for single-token steps (assertion): parallel queries of one row would race.
   MetricAccumulation metric = MetricAccumulation::kNone;
+  ObservationOptions observation;
 };
 
 class ForwardPass {
@@ -43,6 +58,10 @@ class ForwardPass {
   std::span<const float> run(PagedKvCache& cache, SequenceId seq, std::span<const int32_t> tokens,
                              int32_t start_pos, const ForwardOptions& options = {});
 
+  // Zeroes the observation sums (call before a prefill that observes); sized on first use.
+  void clear_observation();
+  ObservationScores observation() const;
+
   int32_t max_batch_tokens() const { return max_batch_tokens_; }
   int32_t max_context() const { return max_context_; }
 
@@ -50,7 +69,8 @@ class ForwardPass {
   void run_chunk(PagedKvCache& cache, SequenceId seq, std::span<const int32_t> tokens,
                  int32_t start_pos, const ForwardOptions& options, bool want_logits);
   void attention(PagedKvCache& cache, SequenceId seq, int32_t layer, int32_t n_tokens,
-                 MetricAccumulation metric);
+                 const ForwardOptions& options);
+  bool observes(const ObservationOptions& o, int32_t position) const;
 
   const Model& model_;
   const ModelConfig& config_;
@@ -69,6 +89,7 @@ class ForwardPass {
   std::vector<int32_t> positions_;  // [T]
   std::vector<float> attn_scratch_;  // [threads, group * max_context]
   std::vector<float> logits_;     // [T or 1, n_vocab]
+  std::vector<float> observation_;  // [n_layer, n_head, max_context], allocated on first use
   MatmulScratch matmul_scratch_;
 };
 

@@ -1,0 +1,125 @@
+// Prefill metrics: pooling and group sums against a naive computation, and the forward pass's
+// observation plumbing on the real model (attention probabilities sum to 1 per query, so L1
+// mass per query head equals the number of observing queries).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+
+#include "compress/prefill_metrics.h"
+#include "model/forward.h"
+#include "model/model.h"
+
+namespace kvc {
+namespace {
+
+TEST(PrefillMetrics, MaxPoolIsSamePaddedStrideOne) {
+  const std::vector<float> in = {0, 5, 1, 0, 0, 0, 0, 9, 0, 2};
+  std::vector<float> out(in.size());
+  max_pool_1d(in.data(), out.data(), 10, 3);
+  EXPECT_EQ(out, (std::vector<float>{5, 5, 5, 1, 0, 0, 9, 9, 9, 2}));
+  max_pool_1d(in.data(), out.data(), 10, 7);
+  EXPECT_EQ(out, (std::vector<float>{5, 5, 5, 5, 9, 9, 9, 9, 9, 9}));
+  max_pool_1d(in.data(), out.data(), 10, 1);
+  EXPECT_EQ(out, in);
+}
+
+TEST(PrefillMetrics, PoolPerQueryHeadThenSumOverTheGroup) {
+  // 2 layers x 2 KV heads, group 3, rows of 21 KVs (block size 4: the last block is partial).
+  const int32_t n_layer = 2, n_kv = 2, group = 3, n = 21, stride = 32, bs = 4;
+  PagedKvCache cache(KvCacheConfig{n_layer, n_kv, 8, bs, 64, KvStorageType::kF32, true});
+  const SequenceId other = cache.add_sequence();  // scatter the blocks
+  const SequenceId seq = cache.add_sequence();
+  std::vector<float> kv(static_cast<size_t>(n) * 8, 0.5f);
+  std::vector<int32_t> pos(n);
+  for (int32_t i = 0; i < n; ++i) pos[i] = i;
+  for (int32_t l = 0; l < n_layer; ++l) {
+    for (int32_t h = 0; h < n_kv; ++h) {
+      cache.append(other, l, h, kv.data(), 8, kv.data(), 8, pos.data(), 3);
+      cache.append(seq, l, h, kv.data(), 8, kv.data(), 8, pos.data(), n);
+    }
+  }
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> raw(static_cast<size_t>(n_layer) * n_kv * group * stride);
+  for (float& x : raw) x = u(rng);
+  const ObservationScores scores{raw.data(), n_layer, n_kv * group, stride};
+  write_prefill_metrics(cache, seq, scores, group, 7);
+  for (int32_t l = 0; l < n_layer; ++l) {
+    for (int32_t h = 0; h < n_kv; ++h) {
+      const HeadRow& row = cache.row(seq, l, h);
+      for (int32_t s = 0; s < n; ++s) {
+        double expected = 0;
+        for (int32_t g = 0; g < group; ++g) {
+          const float* head = scores.head(l, h * group + g);
+          float m = -1;
+          for (int32_t j = std::max(0, s - 3); j <= std::min(n - 1, s + 3); ++j) m = std::max(m, head[j]);
+          expected += m;
+        }
+        EXPECT_NEAR(cache.pool().metric()[row.blocks[s / bs] * bs + s % bs], expected, 1e-5);
+      }
+    }
+  }
+}
+
+class ObservationOnRealModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string path = KVC_MODEL_DIR "/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (!std::ifstream(path)) GTEST_SKIP() << "model not downloaded: run scripts/setup.sh";
+    model_ = Model::load(path);
+  }
+  std::unique_ptr<Model> model_;
+};
+
+TEST_F(ObservationOnRealModel, L1MassEqualsObservingQueriesAndFullObservationRespectsBuffer) {
+  const ModelConfig& c = model_->config();
+  const int32_t n = 150;  // > the chunk size below: the window spans two chunks
+  std::vector<int32_t> ids(n);
+  for (int32_t i = 0; i < n; ++i) ids[i] = 200 + (i * 37) % 5000;
+  PagedKvCache cache(KvCacheConfig{c.n_layer, c.n_head_kv, c.head_dim, 16,
+                                   c.n_layer * c.n_head_kv * 10, KvStorageType::kF16, true});
+  ForwardPass forward(*model_, 145, 160);  // window straddles the chunk boundary at 145
+
+  for (MetricAccumulation kind : {MetricAccumulation::kAbsolute, MetricAccumulation::kSquared}) {
+    for (bool full : {false, true}) {
+      const SequenceId seq = cache.add_sequence();
+      ForwardOptions options;
+      options.observation = {kind, 8, n - 1, full, 10};
+      forward.clear_observation();
+      forward.run(cache, seq, ids, 0, options);
+      const ObservationScores scores = forward.observation();
+      for (int32_t l = 0; l < c.n_layer; l += 7) {
+        for (int32_t h = 0; h < c.n_head; ++h) {
+          const float* s = scores.head(l, h);
+          double total = 0;
+          for (int32_t j = 0; j < n; ++j) {
+            ASSERT_GE(s[j], 0.0f);
+            total += s[j];
+          }
+          for (int32_t j = n; j < scores.stride; ++j) ASSERT_EQ(s[j], 0.0f);
+          if (!full) {
+            // Only the last 8 queries observed; nothing else may have been recorded.
+            if (kind == MetricAccumulation::kAbsolute) {
+              EXPECT_NEAR(total, 8.0, 1e-3);
+            } else {
+              EXPECT_GT(total, 0.0);
+              EXPECT_LE(total, 8.0 + 1e-3);
+            }
+          } else {
+            // Query i records only keys <= i - 10: the newest 10 keys get nothing at all, and
+            // the total is below the number of queries that can see any key (n - 10).
+            for (int32_t j = n - 10; j < n; ++j) EXPECT_EQ(s[j], 0.0f) << "key " << j;
+            EXPECT_GT(total, 0.0);
+            EXPECT_LE(total, n - 10 + 1e-3);
+          }
+        }
+      }
+      cache.remove_sequence(seq);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvc
