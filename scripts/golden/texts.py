@@ -54,5 +54,15 @@ def austen_novels(path: str = AUSTEN_RDB) -> list[str]:
 
 
 if __name__ == "__main__":
-    for i, text in enumerate(austen_novels()):
-        print(i, len(text), repr(text[:80]))
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(description="Print an excerpt of an Austen novel (0 Emma, "
+                                 "1 Mansfield Park, 2 Northanger Abbey, 3 Persuasion, "
+                                 "4 Pride and Prejudice, 5 Sense and Sensibility).")
+    ap.add_argument("--novel", type=int, default=4)
+    ap.add_argument("--start", default="", help="begin at the first occurrence of this text")
+    ap.add_argument("--chars", type=int, default=9000)
+    a = ap.parse_args()
+    text = austen_novels()[a.novel]
+    text = text[max(0, text.find(a.start)):]
+    sys.stdout.write(text[:a.chars])

@@ -8,8 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/common_options.h"
-#include "engine/sampler.h"
-#include "model/forward.h"
+#include "engine/generator.h"
 
 namespace kvc::cli {
 namespace {
@@ -17,6 +16,7 @@ namespace {
 struct BenchOptions {
   ModelOptions model;
   CacheOptions cache;
+  CompressionOptions compression;
   int32_t prompt_tokens = 512;
   int32_t gen_tokens = 128;
   int32_t repeat = 3;
@@ -33,40 +33,31 @@ std::vector<int32_t> synthetic_prompt(int32_t n, int32_t vocab) {
   return ids;
 }
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 void run_bench(const BenchOptions& o) {
+  const CompressionConfig compression = compression_config(o.compression);
   const std::unique_ptr<Model> model = load_model(o.model);
   const ModelConfig& mc = model->config();
   CacheOptions cache_options = o.cache;
   if (cache_options.max_context == 0) cache_options.max_context = o.prompt_tokens + o.gen_tokens + 1;
-  const EngineConfig ec = resolve_engine_config(mc, engine_config(cache_options, mc));
-  PagedKvCache cache(KvCacheConfig{mc.n_layer, mc.n_head_kv, mc.head_dim, ec.block_size,
-                                   ec.num_blocks, ec.kv_storage});
-  ForwardPass forward(*model, ec.max_batch_tokens, ec.max_context);
-  const std::vector<int32_t> prompt = synthetic_prompt(o.prompt_tokens, mc.n_vocab);
+  Generator generator(*model, engine_config(cache_options, mc));
+  GenerationRequest request;
+  request.prompt = synthetic_prompt(o.prompt_tokens, mc.n_vocab);
+  request.max_tokens = o.gen_tokens + 1;  // the first token comes from the prefill logits
+  request.compression = compression;
 
-  std::vector<double> prefill_tps, decode_tps;
+  std::vector<double> prefill_tps, decode_tps, compress_ms;
+  double kv_mib = 0, full_mib = 0;
   for (int32_t r = 0; r < o.repeat + 1; ++r) {  // run 0 warms caches and page-ins
-    const SequenceId seq = cache.add_sequence();
-    double t0 = now_seconds();
-    std::span<const float> logits = forward.run(cache, seq, prompt, 0);
-    const double prefill = now_seconds() - t0;
-    t0 = now_seconds();
-    for (int32_t i = 0; i < o.gen_tokens; ++i) {
-      const int32_t next[1] = {argmax(logits)};
-      logits = forward.run(cache, seq, next, o.prompt_tokens + i);
-    }
-    const double decode = now_seconds() - t0;
-    cache.remove_sequence(seq);
+    const GenerationStats stats = generator.generate(request, [](int32_t) { return true; });
     if (r == 0) continue;
-    prefill_tps.push_back(o.prompt_tokens / prefill);
-    decode_tps.push_back(o.gen_tokens / decode);
+    prefill_tps.push_back(stats.prefill_tokens_per_second());
+    decode_tps.push_back(stats.decode_tokens_per_second());
+    compress_ms.push_back(stats.compress_seconds * 1e3);
+    kv_mib = stats.kv_bytes / 1048576.0;
+    full_mib = stats.full_cache_bytes / 1048576.0;
     if (!o.json) {
-      std::fprintf(stderr, "run %d: prefill %.1f tok/s, decode %.1f tok/s\n", r,
-                   prefill_tps.back(), decode_tps.back());
+      std::fprintf(stderr, "run %d: prefill %.1f tok/s, decode %.1f tok/s, compression %.1f ms\n",
+                   r, prefill_tps.back(), decode_tps.back(), compress_ms.back());
     }
   }
   std::sort(prefill_tps.begin(), prefill_tps.end());
@@ -84,10 +75,16 @@ void run_bench(const BenchOptions& o) {
     j["decode_tokens_per_second"] = decode_median;
     j["prefill_runs"] = prefill_tps;
     j["decode_runs"] = decode_tps;
+    j["kv_policy"] = describe(compression);
+    j["compress_ms"] = compress_ms;
+    j["kv_mib_at_end"] = kv_mib;
+    j["full_cache_mib_at_end"] = full_mib;
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("prefill (%d tokens): %.1f tok/s   decode (%d tokens): %.1f tok/s   (median of %d)\n",
-                o.prompt_tokens, prefill_median, o.gen_tokens, decode_median, o.repeat);
+    std::printf("prefill (%d tokens): %.1f tok/s   decode (%d tokens): %.1f tok/s   (median of %d)\n"
+                "KV cache at the end: %.2f MiB (full cache: %.2f MiB) with %s\n",
+                o.prompt_tokens, prefill_median, o.gen_tokens, decode_median, o.repeat, kv_mib,
+                full_mib, describe(compression).c_str());
   }
 }
 
@@ -98,6 +95,7 @@ void register_bench(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode throughput");
   add_model_options(*cmd, o->model);
   add_cache_options(*cmd, o->cache);
+  add_compression_options(*cmd, o->compression);
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "Prompt length for the prefill measurement")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();

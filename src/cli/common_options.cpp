@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "kernels/cpu_features.h"
 #include "util/error.h"
@@ -34,10 +35,14 @@ void add_cache_options(CLI::App& app, CacheOptions& o) {
   app.add_option("--kv-dtype", o.kv_dtype, "KV storage type: f16 or f32")
       ->check(CLI::IsMember({"f16", "f32"}))
       ->capture_default_str();
-  app.add_option("--kv-budget", o.kv_budget_mib,
-                 "KV-cache memory in MiB (0: enough for one full context)")
-      ->check(CLI::Range(0.0, 1e7))
-      ->capture_default_str();
+  auto* mib = app.add_option("--kv-budget", o.kv_budget_mib,
+                             "KV-cache memory in MiB (0: enough for one full context)")
+                  ->check(CLI::Range(0.0, 1e7))
+                  ->capture_default_str();
+  app.add_option("--kv-blocks", o.kv_blocks,
+                 "KV-cache memory in blocks of --block-size slots of one (layer, KV head)")
+      ->check(CLI::Range(0, 1 << 30))
+      ->excludes(mib);
   app.add_flag("--poison-kv", o.poison_kv,
                "Fill freed and unused KV slots with NaN so any stray read shows (debugging)");
 }
@@ -136,7 +141,16 @@ CompressionConfig compression_config(const CompressionOptions& o) {
 std::unique_ptr<Model> load_model(const ModelOptions& o) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
   force_scalar_kernels(o.kernels == "scalar");
-  return Model::load(o.model_path);
+  std::string path = o.model_path;
+  if (path == kDefaultModel && !std::filesystem::exists(path)) {
+    // Run from another directory: look for the default model beside the build tree
+    // (<repo>/build/<preset>/kvc -> <repo>/models/...).
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    const auto candidate = exe.parent_path() / "../.." / kDefaultModel;
+    if (!ec && std::filesystem::exists(candidate)) path = candidate.lexically_normal().string();
+  }
+  return Model::load(path);
 }
 
 EngineConfig engine_config(const CacheOptions& o, const ModelConfig& model) {
@@ -154,6 +168,13 @@ EngineConfig engine_config(const CacheOptions& o, const ModelConfig& model) {
            o.kv_budget_mib, blocks, model.n_layer * model.n_head_kv);
     }
     c.num_blocks = static_cast<int32_t>(std::min(blocks, 2e9));
+  }
+  if (o.kv_blocks > 0) {
+    if (o.kv_blocks < model.n_layer * model.n_head_kv) {
+      fail("--kv-blocks {} is less than one block per (layer, KV head) = {}", o.kv_blocks,
+           model.n_layer * model.n_head_kv);
+    }
+    c.num_blocks = o.kv_blocks;
   }
   return c;
 }

@@ -27,6 +27,7 @@ struct CacheOptions {
   int32_t block_size = 16;
   std::string kv_dtype = "f16";
   double kv_budget_mib = 0.0;  // 0: enough for a full context
+  int32_t kv_blocks = 0;       // the same budget counted in blocks (0: unset)
   bool poison_kv = false;
 };
 
