@@ -1,6 +1,7 @@
 #include "cli/common_options.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -153,6 +154,22 @@ std::unique_ptr<Model> load_model(const ModelOptions& o) {
   return Model::load(path);
 }
 
+namespace {
+
+// Refuses KV pools that cannot fit in this machine's memory, before allocating them.
+void check_fits_in_memory(const EngineConfig& c, const ModelConfig& model) {
+  const BlockPool probe(BlockPoolConfig{0, c.block_size, model.head_dim, c.kv_storage});
+  const double bytes = static_cast<double>(c.num_blocks) * static_cast<double>(probe.block_bytes());
+  const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  if (physical > 0 && bytes > 0.9 * physical) {
+    fail("the KV cache would need {:.1f} GiB but this machine has {:.1f} GiB: lower --ctx or set "
+         "--kv-budget",
+         bytes / (1 << 30), physical / (1 << 30));
+  }
+}
+
+}  // namespace
+
 EngineConfig engine_config(const CacheOptions& o, const ModelConfig& model) {
   EngineConfig c;
   c.max_context = o.max_context;
@@ -176,6 +193,7 @@ EngineConfig engine_config(const CacheOptions& o, const ModelConfig& model) {
     }
     c.num_blocks = o.kv_blocks;
   }
+  check_fits_in_memory(resolve_engine_config(model, c), model);
   return c;
 }
 

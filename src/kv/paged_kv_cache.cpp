@@ -31,6 +31,9 @@ void PagedKvCache::remove_sequence(SequenceId seq) {
   }
   s.rows.clear();
   s.active = false;
+#ifndef NDEBUG
+  check_invariants();
+#endif
 }
 
 bool PagedKvCache::has_sequence(SequenceId seq) const {

@@ -4,7 +4,8 @@
 // Layout (../docs/METHOD.md §1): for every sequence × layer × KV head there is a head row
 // (block table + length). Rows of one sequence may hold different numbers of KVs.
 //
-// Invariants (checked by check_invariants(); called after every mutation in debug builds):
+// Invariants (checked by check_invariants(); debug builds call it after every sequence removal
+// and compaction, tests after every step):
 //   - every block is either free in the pool or owned by exactly one head row;
 //   - free + owned == total (nothing leaked);
 //   - a row of length n owns exactly ceil(n / block_size) blocks; only its last block may be
