@@ -65,6 +65,15 @@ void run_generate(const GenerateOptions& o) {
   }
   request.max_tokens = o.max_tokens;
   request.compression = compression;
+  if (isatty(STDERR_FILENO) != 0 && request.prompt.size() > 512) {
+    request.prefill_progress = [](int64_t done, int64_t total) {
+      std::fprintf(stderr, "\r[kvc] prefill %lld/%lld tokens (%3.0f%%)%s",
+                   static_cast<long long>(done), static_cast<long long>(total),
+                   100.0 * static_cast<double>(done) / static_cast<double>(total),
+                   done == total ? "\n" : "");
+      std::fflush(stderr);
+    };
+  }
   request.sampling = o.sampling;
   if (!o.ignore_eos) {
     for (int32_t id = 0; id < tok.vocab_size(); ++id) {

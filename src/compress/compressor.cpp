@@ -17,6 +17,43 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
+EvictionPlan plan_eviction(const PagedKvCache& cache, SequenceId seq, int64_t budget_target,
+                           const CompressionConfig& config, int64_t max_blocks) {
+  BaselineOptions b;
+  b.protected_window = config.planner.protected_window;
+  b.sink_tokens = config.planner.sink_tokens;
+  b.max_blocks = std::max<int64_t>(0, max_blocks);
+  b.seed = config.random_seed;
+  switch (config.policy) {
+    case KvPolicy::kFull: {
+      EvictionPlan none;
+      none.seq = seq;
+      return none;
+    }
+    case KvPolicy::kKvCompress:
+      return plan_kvcompress_eviction(cache, seq, std::min(budget_target, max_blocks),
+                                      config.planner);
+    case KvPolicy::kStreamingLlm:
+      b.protected_window = 0;
+      b.sink_tokens = config.streaming_sinks;
+      return plan_streamingllm_eviction(cache, seq, budget_target, b);
+    case KvPolicy::kH2O:
+      return plan_h2o_eviction(cache, seq, budget_target, b);
+    case KvPolicy::kSnapKv:
+      if (config.charge_repeated_kvs) b.budget_multiplier = config.group_size;
+      return plan_snapkv_eviction(cache, seq, budget_target, b);
+    case KvPolicy::kPyramidKv:
+      if (config.charge_repeated_kvs) b.budget_multiplier = config.group_size;
+      return plan_pyramidkv_eviction(cache, seq, budget_target, b);
+    case KvPolicy::kAdaSnapKv:
+      return plan_ada_snapkv_eviction(cache, seq, budget_target, b);
+    case KvPolicy::kRandom:
+      return plan_random_eviction(cache, seq, budget_target, b);
+  }
+  KVC_ASSERT(false && "unknown KvPolicy");
+  return {};
+}
+
 void validate_compression_config(const CompressionConfig& c) {
   if (!c.compresses()) return;
   validate_budget(c.budget);
@@ -26,11 +63,35 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.observation_buffer < 0) fail("--observation-buffer must be >= 0");
   if (c.pool_kernel < 1 || c.pool_kernel % 2 == 0) fail("--pool-kernel must be odd and >= 1");
   if (c.interval < 0) fail("--compress-interval must be >= 0");
+  if (c.streaming_sinks < 0) fail("streamingllm sinks must be >= 0, got {}", c.streaming_sinks);
+  if (c.group_size < 1) fail("group size must be >= 1, got {}", c.group_size);
+  const PolicyInfo& info = policy_info(c.policy);
+  if (info.metric == MetricAccumulation::kAbsolute && c.metric != MetricAccumulation::kAbsolute) {
+    fail("policy {} reads L1 attention (sum of probabilities): use --metric l1", info.name);
+  }
+}
+
+void apply_policy_defaults(CompressionConfig& c) {
+  if (policy_info(c.policy).metric == MetricAccumulation::kAbsolute) {
+    c.metric = MetricAccumulation::kAbsolute;
+  }
+  if (c.policy == KvPolicy::kH2O) c.full_observation = true;
 }
 
 std::string describe(const CompressionConfig& c) {
   if (!c.compresses()) return "full (no eviction)";
-  return fmt::format("kvcompress {} {}, {}, protected window {}, sinks {}",
+  const PolicyInfo& info = policy_info(c.policy);
+  if (c.policy == KvPolicy::kStreamingLlm) {
+    return fmt::format("streamingllm, {}, sinks {}", describe(c.budget), c.streaming_sinks);
+  }
+  if (c.policy == KvPolicy::kRandom) {
+    return fmt::format("random seed {}, {}, protected window {}, sinks {}", c.random_seed,
+                       describe(c.budget), c.planner.protected_window, c.planner.sink_tokens);
+  }
+  const bool charged = c.charge_repeated_kvs &&
+                       (c.policy == KvPolicy::kSnapKv || c.policy == KvPolicy::kPyramidKv);
+  return fmt::format("{}{} {} {}, {}, protected window {}, sinks {}", info.name,
+                     charged ? fmt::format(" (charged x{})", c.group_size) : "",
                      c.metric == MetricAccumulation::kSquared ? "L2" : "L1",
                      c.full_observation ? "full observation"
                                         : fmt::format("window {} pool {}", c.observation_window,
@@ -44,9 +105,8 @@ CompressionResult compress_sequence(PagedKvCache& cache, SequenceId seq, int64_t
   r.blocks_before = cache.owned_blocks(seq);
   r.kvs_before = cache.retained_kvs(seq);
   auto start = std::chrono::steady_clock::now();
-  const int64_t target =
-      std::min(target_blocks(config.budget, prompt_len, cache, seq), max_blocks);
-  const EvictionPlan plan = plan_kvcompress_eviction(cache, seq, target, config.planner);
+  const int64_t budget_target = target_blocks(config.budget, prompt_len, cache, seq);
+  const EvictionPlan plan = plan_eviction(cache, seq, budget_target, config, max_blocks);
   r.plan_seconds = seconds_since(start);
   start = std::chrono::steady_clock::now();
   if (!plan.rows.empty()) apply_compaction(cache, plan_compaction(cache, seq, plan));

@@ -7,22 +7,19 @@
 #include <cstdint>
 #include <string>
 
+#include "compress/baseline_planners.h"
 #include "compress/budget.h"
+#include "compress/kv_policy.h"
 #include "compress/kvcompress_planner.h"
 #include "kernels/paged_attention.h"
 #include "kv/paged_kv_cache.h"
 
 namespace kvc {
 
-enum class KvPolicy {
-  kFull,        // no eviction: the paged cache as a plain (per-head) paged cache
-  kKvCompress,  // KV-Compress: squared-attention metric, global block eviction across heads
-};
-
 struct CompressionConfig {
   KvPolicy policy = KvPolicy::kFull;
   CacheBudget budget{CacheBudget::kMaxCacheTokens, 128.0, 128};
-  PlannerOptions planner;
+  PlannerOptions planner;          // protected window and sinks of every policy but streamingllm
   MetricAccumulation metric = MetricAccumulation::kSquared;  // L2 (default) or L1 (kAbsolute)
   int32_t observation_window = 8;  // KVC-w: the last w prompt queries observe
   bool full_observation = false;   // KVC-full: every query observes KVs >= buffer older
@@ -30,12 +27,29 @@ struct CompressionConfig {
   int32_t pool_kernel = 7;         // max-pool of the window metric (1: none); full: none
   bool continual = true;           // compress when a decode step would run out of blocks
   int32_t interval = 0;            // also compress every `interval` decode steps (0: never)
+  // Baselines (compress/baseline_planners.h):
+  int32_t streaming_sinks = 4;       // streamingllm's attention sinks (StreamingLLM's default 4)
+  uint64_t random_seed = 0;          // random policy
+  // SnapKV/PyramidKV reference code repeats KVs per query head under GQA, so its budget C
+  // keeps group_size * C KVs per KV head; set to reproduce the paper's equal-C tables.
+  bool charge_repeated_kvs = false;
+  int32_t group_size = 1;            // query heads per KV head (the engine sets it from the model)
 
   bool compresses() const { return policy != KvPolicy::kFull; }
 };
 
-// Throws kvc::Error naming the bad option (values come from the CLI or requests).
+// Throws kvc::Error naming the bad option (values come from the CLI or requests). h2o, snapkv,
+// pyramidkv and ada-snapkv read L1 attention (their papers use probabilities): they require
+// metric == kAbsolute. streamingllm and random read no metric (the engine still needs one set
+// to run its prefill pass, so a metric is required for every compressing policy).
 void validate_compression_config(const CompressionConfig& config);
+
+// Fills in what the policy needs, before validation (the CLI calls it after parsing):
+//   h2o, snapkv, pyramidkv, ada-snapkv: metric = L1 (kAbsolute);
+//   h2o also full_observation = true: H2O accumulates the attention of every query (prefill and
+//   decode), not a pooled window;
+//   every other policy: unchanged.
+void apply_policy_defaults(CompressionConfig& config);
 std::string describe(const CompressionConfig& config);
 
 struct CompressionResult {
@@ -46,6 +60,11 @@ struct CompressionResult {
   double plan_seconds = 0.0;
   double compact_seconds = 0.0;
 };
+
+// The plan of config.policy for `seq` (reads the cache only). budget_target: target_blocks()
+// of the budget; max_blocks: a hard cap (forced passes). Full: an empty plan.
+EvictionPlan plan_eviction(const PagedKvCache& cache, SequenceId seq, int64_t budget_target,
+                           const CompressionConfig& config, int64_t max_blocks = INT64_MAX);
 
 // Brings `seq` down to the budget (no-op when it already fits), and to at most `max_blocks`
 // blocks when that is lower (a forced pass that must free room for the next step). prompt_len

@@ -73,6 +73,7 @@ GenerationStats Generator::generate(const GenerationRequest& request,
   Sampler sampler(request.sampling);
 
   ForwardOptions prefill_options;
+  prefill_options.progress = request.prefill_progress;
   if (compression.compresses()) {
     prefill_options.observation = ObservationOptions{
         compression.metric, compression.observation_window, n_prompt - 1,

@@ -32,6 +32,7 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;  // generation ends after producing one of these
   CompressionConfig compression;     // policy: full cache or KV-Compress with a budget
+  std::function<void(int64_t, int64_t)> prefill_progress;  // (done, total) after each chunk
 };
 
 struct GenerationStats {

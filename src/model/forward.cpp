@@ -52,6 +52,7 @@ std::span<const float> ForwardPass::run(PagedKvCache& cache, SequenceId seq,
     const bool last = begin + n == tokens.size();
     run_chunk(cache, seq, tokens.subspan(begin, n), start_pos + static_cast<int32_t>(begin),
               options, last);
+    if (options.progress) options.progress(static_cast<int64_t>(begin + n), tokens.size());
   }
   const size_t rows = options.logits == LogitsFor::kLastToken ? 1 : tokens.size();
   return {logits_.data(), rows * static_cast<size_t>(config_.n_vocab)};

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -45,6 +46,8 @@ struct ForwardOptions {
   // Only for single-token steps (assertion): parallel queries of one row would race.
   MetricAccumulation metric = MetricAccumulation::kNone;
   ObservationOptions observation;
+  // Called after each prefill chunk with (tokens done, tokens total); for progress bars.
+  std::function<void(int64_t, int64_t)> progress;
 };
 
 class ForwardPass {
