@@ -16,17 +16,19 @@
 #include "kernels/cpu_features.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/tokenizer/chat_template.h"
 
 namespace kvc {
 namespace {
 
 // Noise floor, measured on these three prompts by DISABLED_NoiseFloor below (final position,
-// over the reference's top 64): our own scalar vs AVX2 kernels (same math, different summation
-// order, so activation-quantization rounding lands differently) differ by up to 0.18, f16 vs f32
-// KV storage by up to 0.11; ours vs llama.cpp measured 0.13 at most. The bound sits above the
-// noise floor with margin for other compilers/CPUs while still catching a real bug (a missing
-// bias or wrong rope layout moves logits by whole units and flips the top-1).
-constexpr float kMaxLogitDiff = 0.50f;   // max |ours - llama.cpp| over the reference's top 64
+// max over the reference's top 64): our own scalar vs AVX2 kernels (same math, different
+// summation order, so activation-quantization rounding lands differently; 24 layers amplify it)
+// differ by up to 0.35, f16 vs f32 KV storage by up to 0.25; ours vs llama.cpp measured 0.34
+// (AVX2) and 0.31 (scalar), i.e. at the noise floor. The bound sits just above it. A real bug is
+// far outside: halving every V bias (a deliberately subtle sabotage) moves these logits by 5.3 to
+// 8.1.
+constexpr float kMaxLogitDiff = 0.60f;   // max |ours - llama.cpp| over the reference's top 64
 constexpr float kNearTieMargin = 0.50f;  // top-1 and greedy tokens must agree wherever the
                                          // reference's top-2 margin is at least this
 
@@ -101,6 +103,18 @@ TEST_F(GoldenQwen2Test, TokenIdsMatchLlamaCpp) {
     const std::vector<int32_t> ids =
         model_->tokenizer().encode(c["text"].get<std::string>(), c["parse_special"].get<bool>());
     EXPECT_EQ(ids, expected) << "case " << c["name"];
+  }
+}
+
+// The "chat" case's text is what the GGUF's own Jinja template renders (default system message
+// included) for one user message; our C++ formatting of that template must give the same text.
+TEST_F(GoldenQwen2Test, ChatTemplateRendersTheChatCase) {
+  for (const auto& c : (*golden_)["cases"]) {
+    if (c["name"] != "chat") continue;
+    const std::vector<ChatMessage> chat = {
+        {"user", "Write a Python function that checks whether a string is a palindrome."}};
+    EXPECT_EQ(apply_chat_template(model_->chat_template(), chat, true),
+              c["text"].get<std::string>());
   }
 }
 

@@ -162,6 +162,24 @@ TEST(ChatTemplate, QwenStyleEscapedDefaultSystem) {
             "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
 }
 
+// Qwen2.5's real template opens a system turn without a literal in its tools branch first; the
+// literal default comes later and must still be found.
+TEST(ChatTemplate, QwenStyleDefaultSystemAfterToolsBranch) {
+  const std::string qwen =
+      "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}"
+      "{{- messages[0]['content'] }}{%- endif %}{{- '<|im_end|>\\n' }}{%- else %}"
+      "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + "
+      "messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are "
+      "Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+      "{%- endif %}";
+  EXPECT_EQ(chatml_default_system_message(qwen),
+            "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+  const std::vector<ChatMessage> chat = {{"user", "Hi"}};
+  EXPECT_EQ(apply_chat_template(qwen, chat, true),
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+            "assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
 TEST(ChatTemplate, UnsupportedThrows) {
   const std::vector<ChatMessage> chat = {{"user", "Hi"}};
   EXPECT_THROW(apply_chat_template("[INST] {{ message['content'] }} [/INST]", chat, true), Error);

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 
+import jinja2.sandbox
 import numpy as np
 from llama_cpp import Llama
 
@@ -80,6 +81,15 @@ if __name__ == "__main__":
     def pending_names(self)'''
 
 
+def check_chat_text(llm: Llama) -> None:
+    """CHAT must be exactly what the GGUF's own Jinja chat template renders for its user message."""
+    template = llm.metadata["tokenizer.chat_template"]
+    user = CHAT.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+    rendered = jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(template).render(
+        messages=[{"role": "user", "content": user}], add_generation_prompt=True, tools=None)
+    assert rendered == CHAT, f"chat template renders {rendered!r}"
+
+
 def prompts() -> list[dict]:
     return [
         {"name": "short", "text": "The capital of France is", "special": False},
@@ -101,6 +111,7 @@ def main() -> None:
 
     llm = Llama(model_path=args.model, n_ctx=4096, n_batch=512, n_threads=2, logits_all=True,
                 verbose=False, seed=0)
+    check_chat_text(llm)
     cases = []
     for p in prompts():
         ids = llm.tokenize(p["text"].encode(), add_bos=False, special=p["special"])

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <fmt/format.h>
 #include <filesystem>
 
 #include "kernels/cpu_features.h"
@@ -50,10 +51,14 @@ void add_cache_options(CLI::App& app, CacheOptions& o) {
 
 void add_compression_options(CLI::App& app, CompressionOptions& o) {
   const char* group = "KV compression";
-  app.add_option("--kv-policy", o.policy,
-                 "KV-cache policy: full (no eviction) or kvcompress (KV-Compress, Rehg 2024: "
-                 "squared attention, variable rate per head and layer)")
-      ->check(CLI::IsMember({"full", "kvcompress"}))
+  std::vector<std::string> names;
+  std::string policy_help = "KV-cache policy (every one frees real blocks):";
+  for (const PolicyInfo& p : policy_infos()) {
+    names.emplace_back(p.name);
+    policy_help += fmt::format("\n  {:<13} {}", p.name, p.description);
+  }
+  app.add_option("--kv-policy", o.policy, policy_help)
+      ->check(CLI::IsMember(names))
       ->capture_default_str()
       ->group(group);
   auto* c = app.add_option("--max-cache-tokens", o.max_cache_tokens,
@@ -84,9 +89,9 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->capture_default_str()
       ->group(group);
   app.add_option("--metric", o.metric,
-                 "Eviction metric: l2 (sum of squared attention, default) or l1 (sum of attention)")
+                 "Eviction metric: l2 (sum of squared attention) or l1 (sum of attention); "
+                 "default: l2 for kvcompress, l1 for h2o/snapkv/pyramidkv/ada-snapkv")
       ->check(CLI::IsMember({"l1", "l2"}))
-      ->capture_default_str()
       ->group(group);
   app.add_option("--observation-window", o.observation_window,
                  "Prefill metric: the last w prompt queries observe the KVs")
@@ -113,11 +118,27 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
       ->group(group);
+  app.add_option("--streaming-sinks", o.streaming_sinks, "streamingllm: attention-sink tokens kept")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--policy-seed", o.policy_seed, "random policy: seed of the kept subset")
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--ada-safeguard", o.ada_safeguard,
+                 "ada-snapkv: share of the mean head budget every head keeps first")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str()
+      ->group(group);
+  app.add_flag("--charge-repeated-kvs", o.charge_repeated_kvs,
+               "snapkv/pyramidkv keep group_size x C KVs per KV head, as their reference code "
+               "repeats KVs under GQA (the paper's equal-C tables); default: equal physical KVs")
+      ->group(group);
 }
 
 CompressionConfig compression_config(const CompressionOptions& o) {
   CompressionConfig c;
-  c.policy = o.policy == "kvcompress" ? KvPolicy::kKvCompress : KvPolicy::kFull;
+  c.policy = parse_policy(o.policy);
   if (o.compression_rate > 0) {
     c.budget = CacheBudget{CacheBudget::kCompressionRate, o.compression_rate, o.min_cache};
   } else if (o.fraction_kept > 0) {
@@ -128,13 +149,20 @@ CompressionConfig compression_config(const CompressionOptions& o) {
   }
   c.planner.protected_window = o.protected_window;
   c.planner.sink_tokens = o.sink_tokens;
-  c.metric = o.metric == "l1" ? MetricAccumulation::kAbsolute : MetricAccumulation::kSquared;
   c.observation_window = o.observation_window;
   c.full_observation = o.full_observation;
+  apply_policy_defaults(c);  // the metric each policy reads (and H2O's full observation)
+  if (!o.metric.empty()) {
+    c.metric = o.metric == "l1" ? MetricAccumulation::kAbsolute : MetricAccumulation::kSquared;
+  }
   c.observation_buffer = o.observation_buffer;
   c.pool_kernel = o.pool_kernel;
   c.continual = !o.no_continual;
   c.interval = o.interval;
+  c.streaming_sinks = o.streaming_sinks;
+  c.random_seed = o.policy_seed;
+  c.ada_safeguard = o.ada_safeguard;
+  c.charge_repeated_kvs = o.charge_repeated_kvs;
   validate_compression_config(c);
   return c;
 }

@@ -39,13 +39,17 @@ struct CompressionOptions {
   int32_t min_cache = 128;
   int32_t protected_window = 8;
   int32_t sink_tokens = 0;
-  std::string metric = "l2";
+  std::string metric;  // "" = the policy's own (l2 for kvcompress, l1 for h2o/snapkv/...)
   int32_t observation_window = 8;
   bool full_observation = false;
   int32_t observation_buffer = 10;
   int32_t pool_kernel = 7;
   bool no_continual = false;
   int32_t interval = 0;
+  int32_t streaming_sinks = 4;
+  uint64_t policy_seed = 0;
+  double ada_safeguard = 0.2;
+  bool charge_repeated_kvs = false;
 };
 
 void add_model_options(CLI::App& app, ModelOptions& options);

@@ -36,8 +36,8 @@ uint64_t mix(uint64_t x) {
 }
 
 // Ranked KVs of every row of `seq` ([L*H] rows, layer-major; each [row length], slot order).
-std::vector<std::vector<Ranked>> rank_rows(const PagedKvCache& cache, SequenceId seq,
-                                           Tier0 tier0, const BaselineOptions& o) {
+std::vector<std::vector<Ranked>> rank_rows(const PagedKvCache& cache, SequenceId seq, Tier0 tier0,
+                                           const BaselineOptions& o) {
   const KvCacheConfig& cfg = cache.config();
   const int32_t bs = cfg.block_size;
   const int32_t n_rows = cfg.n_layer * cfg.n_head_kv;
@@ -53,9 +53,8 @@ std::vector<std::vector<Ranked>> rank_rows(const PagedKvCache& cache, SequenceId
       max_position = std::max(max_position, positions[physical(row, s)]);
   }
   const bool streaming = tier0 == Tier0::kPosition;
-  const int64_t protect_from =
-      streaming ? std::numeric_limits<int64_t>::max()
-                : int64_t{max_position} - o.protected_window + 1;
+  const int64_t protect_from = streaming ? std::numeric_limits<int64_t>::max()
+                                         : int64_t{max_position} - o.protected_window + 1;
 
   std::vector<std::vector<Ranked>> ranked(static_cast<size_t>(n_rows));
   for (int32_t r = 0; r < n_rows; ++r) {
@@ -141,6 +140,9 @@ void validate_baseline_options(const BaselineOptions& o) {
   if (o.sink_tokens < 0) fail("sink tokens must be >= 0, got {}", o.sink_tokens);
   if (o.budget_multiplier < 1) fail("budget multiplier must be >= 1, got {}", o.budget_multiplier);
   if (o.max_blocks < 0) fail("max blocks must be >= 0, got {}", o.max_blocks);
+  if (!(o.ada_safeguard >= 0.0 && o.ada_safeguard <= 1.0)) {
+    fail("ada safeguard must be in [0, 1], got {}", o.ada_safeguard);
+  }
 }
 
 int64_t baseline_total_blocks(int64_t target_blocks, const BaselineOptions& o) {
@@ -214,15 +216,24 @@ std::vector<int64_t> ada_keeps(const KvCacheConfig& cfg, int64_t target_blocks,
     int32_t head;
   };
   std::vector<Entry> layer_kvs;
+  std::vector<Ranked> head_kvs;
   for (int32_t l = 0; l < L; ++l) {
+    const int64_t budget_kvs = layer_blocks > INT64_MAX / bs ? INT64_MAX : layer_blocks * bs;
+    // Safeguard: each head first keeps its own top floor(alpha * budget / H) KVs.
+    const double reserve = std::floor(o.ada_safeguard * static_cast<double>(budget_kvs) / H);
+    std::vector<int64_t> selected(static_cast<size_t>(H), 0);
     layer_kvs.clear();
+    int64_t left_kvs = budget_kvs;
     for (int32_t h = 0; h < H; ++h) {
-      for (const Ranked& k : ranked[static_cast<size_t>(l) * H + h]) layer_kvs.push_back({k, h});
+      head_kvs = ranked[static_cast<size_t>(l) * H + h];
+      const auto n_h = static_cast<int64_t>(head_kvs.size());
+      const int64_t r = static_cast<int64_t>(std::min(reserve, static_cast<double>(n_h)));
+      std::nth_element(head_kvs.begin(), head_kvs.begin() + r, head_kvs.end(), keep_before);
+      selected[static_cast<size_t>(h)] = r;
+      left_kvs -= r;
+      for (int64_t i = r; i < n_h; ++i) layer_kvs.push_back({head_kvs[static_cast<size_t>(i)], h});
     }
-    const int64_t budget_kvs =
-        layer_blocks > INT64_MAX / bs ? INT64_MAX : layer_blocks * bs;
-    const auto n = static_cast<int64_t>(layer_kvs.size());
-    const int64_t take = std::min(n, budget_kvs);
+    const int64_t take = std::clamp<int64_t>(left_kvs, 0, static_cast<int64_t>(layer_kvs.size()));
     std::nth_element(layer_kvs.begin(), layer_kvs.begin() + take, layer_kvs.end(),
                      [](const Entry& a, const Entry& b) {
                        if (a.rank.tier != b.rank.tier) return a.rank.tier > b.rank.tier;
@@ -230,7 +241,6 @@ std::vector<int64_t> ada_keeps(const KvCacheConfig& cfg, int64_t target_blocks,
                        if (a.head != b.head) return a.head < b.head;
                        return a.rank.slot < b.rank.slot;
                      });
-    std::vector<int64_t> selected(static_cast<size_t>(H), 0);
     for (int64_t i = 0; i < take; ++i) ++selected[static_cast<size_t>(layer_kvs[i].head)];
     // Largest remainder: floor blocks first, the blocks left to the largest remainders.
     std::vector<int64_t> blocks(static_cast<size_t>(H));
@@ -243,9 +253,8 @@ std::vector<int64_t> ada_keeps(const KvCacheConfig& cfg, int64_t target_blocks,
     for (int32_t h = 0; h < H; ++h) {
       if (selected[h] % bs != 0) order.push_back(h);
     }
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-      return selected[a] % bs > selected[b] % bs;
-    });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return selected[a] % bs > selected[b] % bs; });
     for (size_t i = 0; i < order.size() && left > 0; ++i, --left) ++blocks[order[i]];
     for (int32_t h = 0; h < H; ++h) {
       const auto length = static_cast<int64_t>(ranked[static_cast<size_t>(l) * H + h].size());
@@ -274,13 +283,13 @@ EvictionPlan plan_h2o_eviction(const PagedKvCache& cache, SequenceId seq, int64_
   return plan_uniform(cache, seq, target_blocks, o, Tier0::kMetric);
 }
 
-EvictionPlan plan_snapkv_eviction(const PagedKvCache& cache, SequenceId seq,
-                                  int64_t target_blocks, const BaselineOptions& o) {
+EvictionPlan plan_snapkv_eviction(const PagedKvCache& cache, SequenceId seq, int64_t target_blocks,
+                                  const BaselineOptions& o) {
   return plan_uniform(cache, seq, target_blocks, o, Tier0::kMetric);
 }
 
-EvictionPlan plan_random_eviction(const PagedKvCache& cache, SequenceId seq,
-                                  int64_t target_blocks, const BaselineOptions& o) {
+EvictionPlan plan_random_eviction(const PagedKvCache& cache, SequenceId seq, int64_t target_blocks,
+                                  const BaselineOptions& o) {
   return plan_uniform(cache, seq, target_blocks, o, Tier0::kRandom);
 }
 

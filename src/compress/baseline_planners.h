@@ -41,6 +41,8 @@ struct BaselineOptions {
   int32_t budget_multiplier = 1;   // per-row budget x m (charge_repeated_kvs: group size)
   int64_t max_blocks = INT64_MAX;  // hard cap on blocks kept, after the multiplier
   uint64_t seed = 0;               // random only
+  double ada_safeguard = 0.2;      // ada-snapkv: fraction of the mean head budget each head
+                                   // keeps before the layer-wide selection (Ada-KV's alpha)
 };
 
 // Throws kvc::Error for negative window/sinks or multiplier < 1 (values come from the CLI).
@@ -60,14 +62,16 @@ int64_t uniform_row_budget(const KvCacheConfig& config, int64_t target_blocks,
 // (PyramidKV: max_num = 2*(C - w) - min_num, steps = (max_num - min_num) / (L - 1)), then each
 // layer rounds down to blocks but keeps room for its window: budget_l = max(floor(c_l / bs),
 // ceil(w / bs)) * bs. If then H * sum_l budget_l / bs > B, blocks are taken back one at a time
-// from the largest layer budget (the deepest of equal ones) until it fits, so the total never exceeds B
-// and budgets stay non-increasing. L == 1 or mu <= w: c_l = mu for every layer.
+// from the largest layer budget (the deepest of equal ones) until it fits, so the total never
+// exceeds B and budgets stay non-increasing. L == 1 or mu <= w: c_l = mu for every layer.
 std::vector<int64_t> pyramid_row_budgets(const KvCacheConfig& config, int64_t target_blocks,
                                          const BaselineOptions& options);
 
 // Ada-KV's per-head allocation, KVs kept per row ([L*H], layer-major). Every layer gets the
-// same block budget B_l = min(m * floor(T / L), floor(max_blocks / L)); inside a layer the top
-// B_l*bs KVs by rank across all its heads are selected (ties: lower head, then lower slot) and
+// same block budget B_l = min(m * floor(T / L), floor(max_blocks / L)); inside a layer each head
+// first takes its own top r = floor(alpha * B_l*bs / H) KVs (Ada-KV's safeguard, alpha =
+// ada_safeguard, 0.2 as in Ada-KV/kvpress; 0 = the pure rule), then the top B_l*bs - sum r of
+// the rest, by rank across all its heads, are selected (ties: lower head, then lower slot);
 // k_h = the count selected in head h. Rounding to blocks (largest remainder): head h gets
 // floor(k_h / bs) blocks, then the B_l - sum floor blocks left go one each to the heads with
 // the largest k_h mod bs > 0 (ties: lower head); the row keeps min(length, blocks_h * bs).
@@ -81,13 +85,13 @@ EvictionPlan plan_streamingllm_eviction(const PagedKvCache& cache, SequenceId se
 // w queries, max-pooled).
 EvictionPlan plan_h2o_eviction(const PagedKvCache& cache, SequenceId seq, int64_t target_blocks,
                                const BaselineOptions& options);
-EvictionPlan plan_snapkv_eviction(const PagedKvCache& cache, SequenceId seq,
-                                  int64_t target_blocks, const BaselineOptions& options);
+EvictionPlan plan_snapkv_eviction(const PagedKvCache& cache, SequenceId seq, int64_t target_blocks,
+                                  const BaselineOptions& options);
 EvictionPlan plan_pyramidkv_eviction(const PagedKvCache& cache, SequenceId seq,
                                      int64_t target_blocks, const BaselineOptions& options);
 EvictionPlan plan_ada_snapkv_eviction(const PagedKvCache& cache, SequenceId seq,
                                       int64_t target_blocks, const BaselineOptions& options);
-EvictionPlan plan_random_eviction(const PagedKvCache& cache, SequenceId seq,
-                                  int64_t target_blocks, const BaselineOptions& options);
+EvictionPlan plan_random_eviction(const PagedKvCache& cache, SequenceId seq, int64_t target_blocks,
+                                  const BaselineOptions& options);
 
 }  // namespace kvc

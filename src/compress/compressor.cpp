@@ -24,6 +24,7 @@ EvictionPlan plan_eviction(const PagedKvCache& cache, SequenceId seq, int64_t bu
   b.sink_tokens = config.planner.sink_tokens;
   b.max_blocks = std::max<int64_t>(0, max_blocks);
   b.seed = config.random_seed;
+  b.ada_safeguard = config.ada_safeguard;
   switch (config.policy) {
     case KvPolicy::kFull: {
       EvictionPlan none;
@@ -65,6 +66,9 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.interval < 0) fail("--compress-interval must be >= 0");
   if (c.streaming_sinks < 0) fail("streamingllm sinks must be >= 0, got {}", c.streaming_sinks);
   if (c.group_size < 1) fail("group size must be >= 1, got {}", c.group_size);
+  if (!(c.ada_safeguard >= 0.0 && c.ada_safeguard <= 1.0)) {
+    fail("ada safeguard must be in [0, 1], got {}", c.ada_safeguard);
+  }
   const PolicyInfo& info = policy_info(c.policy);
   if (info.metric == MetricAccumulation::kAbsolute && c.metric != MetricAccumulation::kAbsolute) {
     fail("policy {} reads L1 attention (sum of probabilities): use --metric l1", info.name);

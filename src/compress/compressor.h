@@ -28,12 +28,13 @@ struct CompressionConfig {
   bool continual = true;           // compress when a decode step would run out of blocks
   int32_t interval = 0;            // also compress every `interval` decode steps (0: never)
   // Baselines (compress/baseline_planners.h):
-  int32_t streaming_sinks = 4;       // streamingllm's attention sinks (StreamingLLM's default 4)
-  uint64_t random_seed = 0;          // random policy
+  int32_t streaming_sinks = 4;     // streamingllm's attention sinks (StreamingLLM's default 4)
+  uint64_t random_seed = 0;        // random policy
+  double ada_safeguard = 0.2;      // ada-snapkv: per-head floor, fraction of the mean head budget
   // SnapKV/PyramidKV reference code repeats KVs per query head under GQA, so its budget C
   // keeps group_size * C KVs per KV head; set to reproduce the paper's equal-C tables.
   bool charge_repeated_kvs = false;
-  int32_t group_size = 1;            // query heads per KV head (the engine sets it from the model)
+  int32_t group_size = 1;          // query heads per KV head (the engine sets it from the model)
 
   bool compresses() const { return policy != KvPolicy::kFull; }
 };
@@ -50,6 +51,7 @@ void validate_compression_config(const CompressionConfig& config);
 //   decode), not a pooled window;
 //   every other policy: unchanged.
 void apply_policy_defaults(CompressionConfig& config);
+
 std::string describe(const CompressionConfig& config);
 
 struct CompressionResult {
@@ -66,7 +68,8 @@ struct CompressionResult {
 EvictionPlan plan_eviction(const PagedKvCache& cache, SequenceId seq, int64_t budget_target,
                            const CompressionConfig& config, int64_t max_blocks = INT64_MAX);
 
-// Brings `seq` down to the budget (no-op when it already fits), and to at most `max_blocks`
+// Brings `seq` down to the budget (no-op when it already fits; a uniform baseline fits when it
+// holds at most L*H*C_row/bs blocks, see baseline_planners.h), and to at most `max_blocks`
 // blocks when that is lower (a forced pass that must free room for the next step). prompt_len
 // feeds the compression-rate form of the budget. The metrics must be current (prefill metrics
 // written, decode metrics accumulated by the attention kernel).

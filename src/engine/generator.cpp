@@ -53,7 +53,8 @@ void Generator::compress(SequenceId seq, int32_t prompt_len, const CompressionCo
 GenerationStats Generator::generate(const GenerationRequest& request,
                                     const std::function<bool(int32_t)>& on_token) {
   validate_compression_config(request.compression);
-  const CompressionConfig& compression = request.compression;
+  CompressionConfig compression = request.compression;
+  compression.group_size = model_.config().group_size();
   const auto n_prompt = static_cast<int32_t>(request.prompt.size());
   if (n_prompt == 0) fail("the prompt is empty");
   if (n_prompt >= config_.max_context) {

@@ -57,16 +57,19 @@ ChatTemplateKind detect_chat_template(std::string_view template_text) {
 std::string chatml_default_system_message(std::string_view template_text) {
   // The Jinja source spells the newline either as a real newline (SmolLM2's GGUF) or as the
   // escape "\n" inside a string literal (Qwen2.5's).
+  // Every occurrence is tried: Qwen2.5's template first opens a system turn in its tools branch
+  // ("'<|im_start|>system\n' }}", no literal) and holds the literal default only further on.
   for (std::string_view head : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
-    const size_t start = template_text.find(head);
-    if (start == std::string_view::npos) continue;
-    const size_t body = start + head.size();
-    const size_t end = template_text.find("<|im_end|>", body);
-    if (end == std::string_view::npos) continue;
-    const std::string_view message = template_text.substr(body, end - body);
-    // A literal message has no Jinja in it; "' + message['content'] + '" is not a default.
-    if (message.empty() || message.find_first_of("'\"{}") != std::string_view::npos) continue;
-    return std::string(message);
+    for (size_t start = template_text.find(head); start != std::string_view::npos;
+         start = template_text.find(head, start + head.size())) {
+      const size_t body = start + head.size();
+      const size_t end = template_text.find("<|im_end|>", body);
+      if (end == std::string_view::npos) break;
+      const std::string_view message = template_text.substr(body, end - body);
+      // A literal message has no Jinja in it; "' + message['content'] + '" is not a default.
+      if (message.empty() || message.find_first_of("'\"{}") != std::string_view::npos) continue;
+      return std::string(message);
+    }
   }
   return {};
 }
