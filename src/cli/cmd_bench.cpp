@@ -1,7 +1,6 @@
 // `kvc bench`: prefill and decode throughput on synthetic prompts (like llama-bench: token ids
 // from a fixed pseudo-random sequence, so content does not matter and runs are repeatable).
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
