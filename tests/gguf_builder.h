@@ -8,7 +8,7 @@
 
 #include "gguf/gguf.h"
 
-namespace kvc::testing {
+namespace kvc::test_support {
 
 class GgufBuilder {
  public:
@@ -98,4 +98,4 @@ class GgufBuilder {
   std::vector<uint8_t> data_;
 };
 
-}  // namespace kvc::testing
+}  // namespace kvc::test_support

@@ -14,46 +14,20 @@
 #include "compress/compressor.h"
 #include "compress/kv_policy.h"
 #include "kv/compaction.h"
+#include "eviction_fixtures.h"
 #include "util/error.h"
 
 namespace kvc {
 namespace {
 
-using Slots = std::vector<int32_t>;
+using test_support::append_row;
+using test_support::evicted;
+using test_support::iota_positions;
+using test_support::slot_of;
+using test_support::Slots;
 
 KvCacheConfig config(int32_t n_layer, int32_t n_head_kv, int32_t block_size, int32_t num_blocks) {
-  return KvCacheConfig{n_layer, n_head_kv, 4, block_size, num_blocks, KvStorageType::kF32, true};
-}
-
-int64_t slot_of(const PagedKvCache& cache, SequenceId seq, int32_t l, int32_t h, int32_t s) {
-  const HeadRow& r = cache.row(seq, l, h);
-  const int32_t bs = cache.config().block_size;
-  return static_cast<int64_t>(r.blocks[static_cast<size_t>(s / bs)]) * bs + s % bs;
-}
-
-void append_row(PagedKvCache& cache, SequenceId seq, int32_t l, int32_t h,
-                const std::vector<int32_t>& positions, const std::vector<float>& metrics) {
-  const int32_t d = cache.config().head_dim;
-  const auto n = static_cast<int32_t>(positions.size());
-  const int32_t first = cache.row(seq, l, h).length;
-  std::vector<float> kv(static_cast<size_t>(n) * d, 0.5f);
-  cache.append(seq, l, h, kv.data(), d, kv.data(), d, positions.data(), n);
-  for (int32_t i = 0; i < n; ++i) {
-    cache.pool().metric()[slot_of(cache, seq, l, h, first + i)] = metrics[static_cast<size_t>(i)];
-  }
-}
-
-std::vector<int32_t> iota_positions(int32_t n) {
-  std::vector<int32_t> p(static_cast<size_t>(n));
-  std::iota(p.begin(), p.end(), 0);
-  return p;
-}
-
-Slots evicted(const EvictionPlan& plan, int32_t l, int32_t h) {
-  for (const RowEviction& r : plan.rows) {
-    if (r.layer == l && r.kv_head == h) return r.slots;
-  }
-  return {};
+  return test_support::metric_cache_config(n_layer, n_head_kv, block_size, num_blocks);
 }
 
 void compact(PagedKvCache& cache, const EvictionPlan& plan) {

@@ -4,6 +4,8 @@
 // dense attention over the surviving KVs (poisoned slots would turn it into NaN).
 #include <gtest/gtest.h>
 
+#include "dense_attention.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -231,29 +233,6 @@ TEST(Compaction, ThousandAppendPlanCompactCyclesLeakNothing) {
   EXPECT_EQ(cache.pool().free_blocks(), cache.pool().num_blocks());
 }
 
-// Dense softmax attention in double over explicit KVs: k, v [n, d]; returns [d].
-std::vector<float> dense_attention(const float* q, const std::vector<float>& k,
-                                   const std::vector<float>& v, const std::vector<int32_t>& pos,
-                                   int32_t qpos, int32_t d, float scale) {
-  const size_t n = pos.size();
-  std::vector<double> s(n, -INFINITY);
-  double max = -INFINITY;
-  for (size_t j = 0; j < n; ++j) {
-    if (pos[j] > qpos) continue;
-    double dot = 0;
-    for (int32_t i = 0; i < d; ++i) dot += static_cast<double>(q[i]) * k[j * d + i];
-    s[j] = dot * scale;
-    max = std::max(max, s[j]);
-  }
-  double sum = 0;
-  for (size_t j = 0; j < n; ++j) sum += (s[j] = std::isinf(s[j]) ? 0.0 : std::exp(s[j] - max));
-  std::vector<double> out(static_cast<size_t>(d), 0.0);
-  for (size_t j = 0; j < n; ++j) {
-    for (int32_t i = 0; i < d; ++i) out[static_cast<size_t>(i)] += s[j] / sum * v[j * d + i];
-  }
-  return std::vector<float>(out.begin(), out.end());
-}
-
 class AttentionAfterCompaction : public ::testing::TestWithParam<KvStorageType> {};
 
 TEST_P(AttentionAfterCompaction, EqualsDenseAttentionOverTheSurvivors) {
@@ -314,7 +293,7 @@ TEST_P(AttentionAfterCompaction, EqualsDenseAttentionOverTheSurvivors) {
       for (int32_t t = 0; t < 2; ++t) {
         for (int32_t gi = 0; gi < group; ++gi) {
           const size_t off = static_cast<size_t>(t * group + gi) * d;
-          const auto want = dense_attention(q.data() + off, k, v, pos, qpos[t], d, scale);
+          const auto want = test_support::dense_attention(q.data() + off, k, v, pos, qpos[t], d, scale);
           for (int32_t i = 0; i < d; ++i) {
             ASSERT_FALSE(std::isnan(out[off + i])) << "read a poisoned slot";
             ASSERT_NEAR(out[off + i], want[static_cast<size_t>(i)], 2e-5f)

@@ -12,7 +12,7 @@
 namespace kvc {
 namespace {
 
-using testing::GgufBuilder;
+using test_support::GgufBuilder;
 
 std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
   std::vector<uint8_t> out(v.size() * 4);

@@ -3,12 +3,11 @@
 // stated tolerance, identical greedy continuation up to the first reference near-tie.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/generator.h"
-#include "engine/sampler.h"
+#include "golden_compare.h"
 #include "model/forward.h"
 #include "model/model.h"
 
@@ -20,10 +19,8 @@ namespace {
 // of quantization noise; 30 layers amplify it. Our own scalar and AVX2 kernels (same math,
 // different summation order) differ from each other by up to 0.33 on these prompts, f16 vs f32
 // KV storage by up to 0.55: that is this model's noise floor, and the bounds below sit just
-// above it (figures: docs/correctness.md).
-constexpr float kMaxLogitDiff = 0.75f;   // max |ours - llama.cpp| over the reference's top 64
-constexpr float kNearTieMargin = 0.50f;  // top-1 and greedy tokens must agree wherever the
-                                         // reference's top-2 margin is at least this
+// above it (figures: README, "Correctness").
+constexpr test_support::GoldenBounds kBounds{/*max_logit_diff=*/0.75f, /*near_tie_margin=*/0.50f};
 
 const std::string kModelPath = KVC_MODEL_DIR "/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -51,12 +48,7 @@ Model* GoldenTest::model_ = nullptr;
 nlohmann::json* GoldenTest::golden_ = nullptr;
 
 TEST_F(GoldenTest, TokenIdsMatchLlamaCpp) {
-  for (const auto& c : (*golden_)["cases"]) {
-    const std::vector<int32_t> expected = c["ids"].get<std::vector<int32_t>>();
-    const std::vector<int32_t> ids =
-        model_->tokenizer().encode(c["text"].get<std::string>(), c["parse_special"].get<bool>());
-    EXPECT_EQ(ids, expected) << "case " << c["name"];
-  }
+  test_support::expect_token_ids_match(*golden_, model_->tokenizer());
 }
 
 TEST_F(GoldenTest, LogitsAndGreedyTokensMatchLlamaCpp) {
@@ -71,59 +63,10 @@ TEST_F(GoldenTest, LogitsAndGreedyTokensMatchLlamaCpp) {
   int32_t total_compared = 0;
   for (const auto& c : (*golden_)["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
-    const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
-    const SequenceId seq = cache.add_sequence();
-
-    // Prefill in chunks that end exactly at the checked positions.
-    int32_t done = 0;
-    int32_t checked_positions = 0;
-    std::span<const float> logits;
-    for (const auto& p : c["positions"]) {
-      const int32_t pos = p["position"].get<int32_t>();
-      logits = forward.run(cache, seq, std::span(ids).subspan(done, pos + 1 - done), done);
-      done = pos + 1;
-      if (p["margin"].get<float>() < kNearTieMargin) continue;
-      ++checked_positions;
-      EXPECT_EQ(argmax(logits), p["top1"].get<int32_t>())
-          << "top-1 differs at position " << pos << " (reference margin " << p["margin"] << ")";
-    }
-    ASSERT_EQ(done, static_cast<int32_t>(ids.size()));
-
-    float max_diff = 0.0f;
-    for (const auto& t : c["final_top"]) {
-      const float diff = std::fabs(logits[t["id"].get<size_t>()] - t["logit"].get<float>());
-      max_diff = std::max(max_diff, diff);
-    }
-    EXPECT_LE(max_diff, kMaxLogitDiff);
-    std::printf("[golden] %-16s %5zu tokens  max|dlogit| over top-64: %.4f  top-1 identical at "
-                "%d of %zu checked positions (others are near-ties)\n",
-                c["name"].get<std::string>().c_str(), ids.size(), max_diff, checked_positions,
-                c["positions"].size());
-
-    // Greedy continuation. The reference's token is fed back at every step, so up to its first
-    // near-tie this is exactly free-running greedy decoding; after a near-tie, teacher forcing
-    // keeps both engines on the same prefix and every later decisive step is still compared.
-    int32_t position = static_cast<int32_t>(ids.size());
-    int32_t compared = 0;
-    int32_t identical_prefix = -1;
-    for (const auto& g : c["greedy"]) {
-      const int32_t expected = g["token"].get<int32_t>();
-      if (g["margin"].get<float>() >= kNearTieMargin) {
-        EXPECT_EQ(argmax(logits), expected) << "greedy step " << position - ids.size();
-        ++compared;
-      } else if (identical_prefix < 0) {
-        identical_prefix = position - static_cast<int32_t>(ids.size());
-      }
-      const int32_t next[1] = {expected};
-      logits = forward.run(cache, seq, next, position++);
-    }
-    total_compared += compared;
-    std::printf("[golden] %-16s greedy: %d of %zu steps decisive and identical; first near-tie at "
-                "step %d\n",
-                c["name"].get<std::string>().c_str(), compared, c["greedy"].size(),
-                identical_prefix < 0 ? static_cast<int32_t>(c["greedy"].size()) : identical_prefix);
-    cache.remove_sequence(seq);
-    cache.check_invariants();
+    test_support::GoldenCaseResult result;
+    test_support::run_golden_case(c, cache, forward, kBounds, "golden", &result);
+    if (HasFatalFailure()) return;
+    total_compared += result.greedy_compared;
   }
   // Most steps must be decisive, or the comparison above would mean little.
   EXPECT_GE(total_compared, 100);

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/generator.h"
-#include "engine/sampler.h"
+#include "golden_compare.h"
 #include "kernels/cpu_features.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -28,9 +28,7 @@ namespace {
 // (AVX2) and 0.31 (scalar), i.e. at the noise floor. The bound sits just above it. A real bug is
 // far outside: halving every V bias (a deliberately subtle sabotage) moves these logits by 5.3 to
 // 8.1.
-constexpr float kMaxLogitDiff = 0.60f;   // max |ours - llama.cpp| over the reference's top 64
-constexpr float kNearTieMargin = 0.50f;  // top-1 and greedy tokens must agree wherever the
-                                         // reference's top-2 margin is at least this
+constexpr test_support::GoldenBounds kBounds{/*max_logit_diff=*/0.60f, /*near_tie_margin=*/0.50f};
 
 const std::string kModelPath = KVC_MODEL_DIR "/Qwen2.5-Coder-0.5B-Instruct-AWQ.Q4_K_M.gguf";
 
@@ -98,12 +96,7 @@ TEST_F(GoldenQwen2Test, ConfigIsQwen2) {
 }
 
 TEST_F(GoldenQwen2Test, TokenIdsMatchLlamaCpp) {
-  for (const auto& c : (*golden_)["cases"]) {
-    const std::vector<int32_t> expected = c["ids"].get<std::vector<int32_t>>();
-    const std::vector<int32_t> ids =
-        model_->tokenizer().encode(c["text"].get<std::string>(), c["parse_special"].get<bool>());
-    EXPECT_EQ(ids, expected) << "case " << c["name"];
-  }
+  test_support::expect_token_ids_match(*golden_, model_->tokenizer());
 }
 
 // The "chat" case's text is what the GGUF's own Jinja template renders (default system message
@@ -128,61 +121,11 @@ TEST_F(GoldenQwen2Test, LogitsAndGreedyTokensMatchLlamaCpp) {
   int32_t total_compared = 0;
   for (const auto& c : (*golden_)["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
-    const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
-    const SequenceId seq = cache.add_sequence();
-
-    // Prefill in chunks that end exactly at the checked positions.
-    int32_t done = 0;
-    int32_t checked_positions = 0;
-    std::span<const float> logits;
-    for (const auto& p : c["positions"]) {
-      const int32_t pos = p["position"].get<int32_t>();
-      logits = forward.run(cache, seq, std::span(ids).subspan(done, pos + 1 - done), done);
-      done = pos + 1;
-      if (p["margin"].get<float>() < kNearTieMargin) continue;
-      ++checked_positions;
-      EXPECT_EQ(argmax(logits), p["top1"].get<int32_t>())
-          << "top-1 differs at position " << pos << " (reference margin " << p["margin"] << ")";
-    }
-    ASSERT_EQ(done, static_cast<int32_t>(ids.size()));
-
-    float max_diff = 0.0f;
-    for (const auto& t : c["final_top"]) {
-      const float diff = std::fabs(logits[t["id"].get<size_t>()] - t["logit"].get<float>());
-      max_diff = std::max(max_diff, diff);
-    }
-    EXPECT_LE(max_diff, kMaxLogitDiff);
-    EXPECT_EQ(argmax(logits), c["final_top"][0]["id"].get<int32_t>()) << "final top-1";
-    std::printf("[golden-qwen2] %-6s %4zu tokens  max|dlogit| over top-64: %.4f  top-1 identical "
-                "at %d of %zu checked positions (others are near-ties)\n",
-                c["name"].get<std::string>().c_str(), ids.size(), max_diff, checked_positions,
-                c["positions"].size());
-
-    // Greedy continuation, teacher-forced with the reference's tokens: up to the first
-    // reference near-tie this is exactly free-running greedy decoding; after one, both engines
-    // stay on the same prefix and every later decisive step is still compared.
-    int32_t position = static_cast<int32_t>(ids.size());
-    int32_t compared = 0;
-    int32_t identical_prefix = -1;
-    for (const auto& g : c["greedy"]) {
-      const int32_t expected = g["token"].get<int32_t>();
-      if (g["margin"].get<float>() >= kNearTieMargin) {
-        EXPECT_EQ(argmax(logits), expected) << "greedy step " << position - ids.size();
-        ++compared;
-      } else if (identical_prefix < 0) {
-        identical_prefix = position - static_cast<int32_t>(ids.size());
-      }
-      const int32_t next[1] = {expected};
-      logits = forward.run(cache, seq, next, position++);
-    }
-    total_compared += compared;
-    std::printf("[golden-qwen2] %-6s greedy: %d of %zu steps decisive and identical; first "
-                "near-tie at step %d\n",
-                c["name"].get<std::string>().c_str(), compared, c["greedy"].size(),
-                identical_prefix < 0 ? static_cast<int32_t>(c["greedy"].size())
-                                     : identical_prefix);
-    cache.remove_sequence(seq);
-    cache.check_invariants();
+    test_support::GoldenCaseResult result;
+    test_support::run_golden_case(c, cache, forward, kBounds, "golden-qwen2", &result);
+    if (HasFatalFailure()) return;
+    EXPECT_EQ(result.final_argmax, c["final_top"][0]["id"].get<int32_t>()) << "final top-1";
+    total_compared += result.greedy_compared;
   }
   // Most steps must be decisive, or the comparison above would mean little.
   EXPECT_GE(total_compared, 36);

@@ -2,6 +2,8 @@
 // KVs; unused and freed slots are NaN-poisoned (poison_freed), so a stray read fails.
 #include <gtest/gtest.h>
 
+#include "dense_attention.h"
+
 #include <cmath>
 #include <random>
 
@@ -19,35 +21,6 @@ struct Case {
   int32_t head_dim;
   KvStorageType storage;
 };
-
-// Naive dense attention for one query head: softmax(q.K^T * scale) V over KVs with
-// position <= qpos. k, v: [n, d] (already rounded to the storage type).
-std::vector<float> dense_attention(const float* q, const std::vector<float>& k,
-                                   const std::vector<float>& v, const std::vector<int32_t>& pos,
-                                   int32_t qpos, int32_t d, float scale, std::vector<double>* probs) {
-  const size_t n = pos.size();
-  std::vector<double> s(n, -INFINITY);
-  double max = -INFINITY;
-  for (size_t j = 0; j < n; ++j) {
-    if (pos[j] > qpos) continue;
-    double dot = 0;
-    for (int32_t i = 0; i < d; ++i) dot += static_cast<double>(q[i]) * k[j * d + i];
-    s[j] = dot * scale;
-    max = std::max(max, s[j]);
-  }
-  double sum = 0;
-  for (size_t j = 0; j < n; ++j) {
-    s[j] = std::isinf(s[j]) ? 0.0 : std::exp(s[j] - max);
-    sum += s[j];
-  }
-  std::vector<float> out(static_cast<size_t>(d), 0.0f);
-  for (size_t j = 0; j < n; ++j) {
-    s[j] /= sum;
-    for (int32_t i = 0; i < d; ++i) out[i] += static_cast<float>(s[j] * v[j * d + i]);
-  }
-  if (probs) *probs = s;
-  return out;
-}
 
 float round_to_storage(float x, KvStorageType storage) {
   return storage == KvStorageType::kF16 ? fp16_to_float(float_to_fp16(x)) : x;
@@ -100,7 +73,7 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
     for (int32_t t = 0; t < n_query; ++t) {
       for (int32_t g = 0; g < c.group; ++g) {
         const float* qh = &q[(static_cast<size_t>(t) * c.group + g) * d];
-        const std::vector<float> expected = dense_attention(qh, k, v, pos, qpos[t], d, scale, nullptr);
+        const std::vector<float> expected = test_support::dense_attention(qh, k, v, pos, qpos[t], d, scale, nullptr);
         for (int32_t i = 0; i < d; ++i) {
           const float got = out[(static_cast<size_t>(t) * c.group + g) * d + i];
           ASSERT_FALSE(std::isnan(got)) << "read a poisoned slot";
@@ -138,7 +111,7 @@ TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities
   std::vector<double> expected_l2(n, 0.0), expected_l1(n, 0.0);
   for (int32_t g = 0; g < group; ++g) {
     std::vector<double> p;
-    dense_attention(&q[g * d], k, v, pos, n, d, scale, &p);
+    test_support::dense_attention(&q[g * d], k, v, pos, n, d, scale, &p);
     for (int32_t j = 0; j < n; ++j) {
       expected_l2[j] += p[j] * p[j];
       expected_l1[j] += p[j];

@@ -15,10 +15,10 @@ import json
 import os
 import sys
 
-import numpy as np
-from llama_cpp import Llama, llama_cpp
+from llama_cpp import Llama
 
 sys.path.insert(0, os.path.dirname(__file__))
+from golden_case import reference_case  # noqa: E402
 from texts import austen_novels  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -63,39 +63,13 @@ def prompts(llm: Llama) -> list[dict]:
     ]
 
 
-def top2_margin(logits: np.ndarray) -> float:
-    top = np.partition(logits, -2)[-2:]
-    return float(abs(top[1] - top[0]))
-
-
 def main() -> None:
     llm = Llama(model_path=MODEL, n_ctx=4096, n_batch=512, n_threads=2, logits_all=True,
                 verbose=False, seed=0)
     cases = []
     for p in prompts(llm):
-        ids = llm.tokenize(p["text"].encode(), add_bos=False, special=p["special"])
-        llm.reset()
-        llm.eval(ids)
-        scores = np.array(llm.scores[: len(ids)], dtype=np.float32)  # [n_tokens, n_vocab]
-        checked = sorted(set(range(CHECK_EVERY - 1, len(ids), CHECK_EVERY)) | {len(ids) - 1})
-        positions = [{"position": i, "top1": int(np.argmax(scores[i])),
-                      "margin": top2_margin(scores[i])} for i in checked]
-        last = scores[-1]
-        top = np.argsort(-last)[:TOP_K]
-        greedy = []
-        logits = last
-        for _ in range(GREEDY_TOKENS):
-            token = int(np.argmax(logits))
-            greedy.append({"token": token, "margin": top2_margin(logits)})
-            llm.eval([token])
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        cases.append({
-            "name": p["name"], "text": p["text"], "parse_special": p["special"], "ids": ids,
-            "positions": positions,
-            "final_top": [{"id": int(i), "logit": float(last[i])} for i in top],
-            "greedy": greedy,
-            "greedy_text": llm.detokenize([g["token"] for g in greedy]).decode(errors="replace"),
-        })
+        cases.append(reference_case(llm, p, CHECK_EVERY, TOP_K, GREEDY_TOKENS))
+        ids = cases[-1]["ids"]
         print(f"{p['name']}: {len(ids)} tokens; greedy: {cases[-1]['greedy_text']!r}")
     meta = {"generator": "llama-cpp-python " + __import__("llama_cpp").__version__,
             "model": os.path.basename(MODEL), "n_ctx": 4096, "n_batch": 512,
