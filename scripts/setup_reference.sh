@@ -4,7 +4,7 @@
 # golden files (scripts/golden/) and to benchmark against llama.cpp; never by the engine or CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -x .venv/bin/python ]] && .venv/bin/python -c "import llama_cpp, gguf, numpy" 2>/dev/null; then
+if [[ -x .venv/bin/python ]] && .venv/bin/python -c "import llama_cpp, gguf, numpy, matplotlib" 2>/dev/null; then
   echo "[setup_reference] .venv ready"; exit 0
 fi
 python3 -m venv .venv

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "kv/paged_kv_cache.h"
@@ -77,6 +78,60 @@ TEST(PagedKvCache, StoresKeysValuesPositionsAndZeroMetric) {
     EXPECT_EQ(cache.pool().positions()[slot], pos[s]);
     EXPECT_EQ(cache.pool().metric()[slot], 0.0f);
   }
+}
+
+TEST(PagedKvCache, CopySequenceDuplicatesEveryRowIntoFreshBlocks) {
+  PagedKvCache cache(KvCacheConfig{2, 2, 4, 2, 24, KvStorageType::kF32, true});
+  const SequenceId src = cache.add_sequence();
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int32_t l = 0; l < 2; ++l) {
+    for (int32_t h = 0; h < 2; ++h) {
+      const int32_t n = 3 + l * 2 + h;  // rows of different lengths, partial last blocks
+      std::vector<float> k(static_cast<size_t>(n) * 4), v(k.size());
+      for (float& x : k) x = u(rng);
+      for (float& x : v) x = u(rng);
+      std::vector<int32_t> pos(static_cast<size_t>(n));
+      for (int32_t i = 0; i < n; ++i) pos[i] = 10 * i + h;
+      cache.append(src, l, h, k.data(), 4, v.data(), 4, pos.data(), n);
+      const HeadRow& row = cache.row(src, l, h);
+      for (int32_t s = 0; s < n; ++s) cache.pool().metric()[row.blocks[s / 2] * 2 + s % 2] = u(rng);
+    }
+  }
+  const int64_t owned = cache.owned_blocks(src);
+  const SequenceId dst = cache.copy_sequence(src);
+  ASSERT_GE(dst, 0);
+  ASSERT_NE(dst, src);
+  cache.check_invariants();
+  EXPECT_EQ(cache.owned_blocks(dst), owned);
+  EXPECT_EQ(cache.pool().free_blocks(), 24 - 2 * owned);
+  for (int32_t l = 0; l < 2; ++l) {
+    for (int32_t h = 0; h < 2; ++h) {
+      const HeadRow& a = cache.row(src, l, h);
+      const HeadRow& b = cache.row(dst, l, h);
+      ASSERT_EQ(a.length, b.length);
+      for (int32_t s = 0; s < a.length; ++s) {
+        const int64_t sa = static_cast<int64_t>(a.blocks[s / 2]) * 2 + s % 2;
+        const int64_t sb = static_cast<int64_t>(b.blocks[s / 2]) * 2 + s % 2;
+        EXPECT_NE(a.blocks[s / 2], b.blocks[s / 2]);
+        EXPECT_EQ(std::memcmp(cache.pool().k_slot(sa), cache.pool().k_slot(sb), 16), 0);
+        EXPECT_EQ(std::memcmp(cache.pool().v_slot(sa), cache.pool().v_slot(sb), 16), 0);
+        EXPECT_EQ(cache.pool().metric()[sa], cache.pool().metric()[sb]);
+        EXPECT_EQ(cache.pool().positions()[sa], cache.pool().positions()[sb]);
+      }
+    }
+  }
+  // The copy is independent: removing the source leaves it intact and leaks nothing.
+  cache.remove_sequence(src);
+  cache.check_invariants();
+  EXPECT_EQ(cache.row(dst, 1, 1).length, 6);
+  EXPECT_EQ(cache.pool().free_blocks(), 24 - owned);
+  // Too few free blocks: refused, nothing taken.
+  const SequenceId third = cache.copy_sequence(dst);
+  ASSERT_GE(third, 0);
+  EXPECT_EQ(cache.copy_sequence(dst), -1);
+  cache.check_invariants();
+  EXPECT_EQ(cache.pool().free_blocks(), 24 - 2 * owned);
 }
 
 TEST(PagedKvCache, FreedAndUnusedSlotsArePoisoned) {

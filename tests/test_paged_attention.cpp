@@ -1,9 +1,11 @@
 // Paged attention over the per-head cache equals naive dense attention over exactly the same
-// KVs; unused and freed slots are NaN-poisoned (poison_freed), so a stray read fails.
+// KVs; the query-tiled prefill kernel equals the single-query reference. Unused and freed slots
+// are NaN-poisoned (poison_freed), so a stray read fails.
 #include <gtest/gtest.h>
 
 #include "dense_attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -138,6 +140,140 @@ TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities
         EXPECT_NEAR(got, 2 * expected[s], 1e-6 + 1e-4 * expected[s]) << "slot " << s;
       }
     }
+  }
+  force_scalar_kernels(false);
+}
+
+struct TiledCase {
+  int32_t group;
+  int32_t length;
+  int32_t head_dim;
+  int32_t block_size;
+  KvStorageType storage;
+  float scale_factor;  // times 1/sqrt(head_dim); > 1 sharpens attention (online max updates)
+};
+
+std::ostream& operator<<(std::ostream& os, const TiledCase& c) {
+  return os << "group=" << c.group << " length=" << c.length << " d=" << c.head_dim
+            << " bs=" << c.block_size << (c.storage == KvStorageType::kF16 ? " f16" : " f32")
+            << " scale_factor=" << c.scale_factor;
+}
+
+class TiledAttentionTest : public ::testing::TestWithParam<TiledCase> {};
+
+// Every tile size 1..33 (33 crosses kMaxQueryTile), consecutive query positions at a random
+// place in the row, and every other tile with its positions shuffled; both the dispatched
+// (AVX2 where supported) and the scalar tiled kernel against reference::paged_attention run
+// one query at a time.
+TEST_P(TiledAttentionTest, MatchesSingleQueryReference) {
+  const TiledCase c = GetParam();
+  const int32_t d = c.head_dim, n = c.length, bs = c.block_size;
+  std::mt19937 rng(static_cast<uint32_t>(c.group * 7919 + n * 31 + d + bs));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+
+  // Head 1 holds our row; an interleaved second sequence on head 0 is removed afterwards, so
+  // NaN-poisoned free blocks sit between ours (and the tail of our last block is poisoned).
+  const int32_t row_blocks = (n + bs - 1) / bs;
+  PagedKvCache cache(KvCacheConfig{1, 2, d, bs, 2 * row_blocks + 4, c.storage, true});
+  const SequenceId seq = cache.add_sequence();
+  const SequenceId other = cache.add_sequence();
+  std::vector<float> k(static_cast<size_t>(n) * d), v(k.size());
+  for (auto& x : k) x = normal(rng);
+  for (auto& x : v) x = normal(rng);
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int32_t j = 0; j < n; ++j) pos[j] = j;
+  std::shuffle(pos.begin(), pos.end(), rng);  // slots out of position order, as after compaction
+  for (int32_t j = 0; j < n; ++j) {
+    cache.append(seq, 0, 1, &k[j * d], d, &v[j * d], d, &pos[j], 1);
+    cache.append(other, 0, 0, &k[j * d], d, &v[j * d], d, &pos[j], 1);
+  }
+  cache.remove_sequence(other);
+  const PagedKvPool pool = cache.pool().view();
+  const PagedHeadRow row = cache.row_view(seq, 0, 1);
+  const float scale = c.scale_factor / std::sqrt(static_cast<float>(d));
+
+  for (int32_t n_query = 1; n_query <= 33; ++n_query) {
+    SCOPED_TRACE(::testing::Message() << "n_query=" << n_query);
+    // Padded strides: the kernel must honour q_stride and out_stride, and leave the gaps alone.
+    const int64_t q_stride = static_cast<int64_t>(c.group) * d + 5;
+    const int64_t out_stride = static_cast<int64_t>(c.group) * d + 3;
+    std::vector<float> q(static_cast<size_t>(n_query * q_stride));
+    for (auto& x : q) x = normal(rng);
+    std::vector<int32_t> qpos(static_cast<size_t>(n_query));
+    const int32_t start = std::uniform_int_distribution<int32_t>(0, std::max(0, n - n_query))(rng);
+    for (int32_t t = 0; t < n_query; ++t) qpos[t] = start + t;
+    if (n_query % 2 == 0) std::shuffle(qpos.begin(), qpos.end(), rng);
+    const GroupQueries queries{q.data(), q_stride, qpos.data(), n_query, c.group};
+
+    std::vector<float> expected(static_cast<size_t>(n_query * out_stride), 0.0f);
+    std::vector<float> scratch(static_cast<size_t>(c.group) * n);
+    for (int32_t t = 0; t < n_query; ++t) {
+      const GroupQueries one{q.data() + t * q_stride, q_stride, &qpos[t], 1, c.group};
+      reference::paged_attention(pool, row, one, scale, MetricAccumulation::kNone,
+                                 expected.data() + t * out_stride, out_stride, scratch.data());
+    }
+    for (bool force_scalar : {false, true}) {
+      force_scalar_kernels(force_scalar);
+      SCOPED_TRACE(force_scalar ? "scalar" : "dispatched");
+      constexpr float kSentinel = 12345.0f;
+      std::vector<float> out(static_cast<size_t>(n_query * out_stride), kSentinel);
+      paged_attention_tiled(pool, row, queries, scale, out.data(), out_stride);
+      for (int32_t t = 0; t < n_query; ++t) {
+        for (int64_t j = 0; j < out_stride; ++j) {
+          const float got = out[t * out_stride + j];
+          if (j >= static_cast<int64_t>(c.group) * d) {
+            ASSERT_EQ(got, kSentinel) << "wrote into the output stride gap";
+            continue;
+          }
+          const float want = expected[t * out_stride + j];
+          ASSERT_FALSE(std::isnan(got)) << "read a poisoned slot";
+          ASSERT_NEAR(got, want, 2e-5f + 2e-5f * std::fabs(want))
+              << "t=" << t << " qpos=" << qpos[t] << " g=" << j / d << " i=" << j % d;
+        }
+      }
+    }
+  }
+  force_scalar_kernels(false);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, TiledAttentionTest,
+    ::testing::Values(TiledCase{1, 1, 64, 16, KvStorageType::kF16, 1.0f},
+                      TiledCase{1, 37, 64, 16, KvStorageType::kF16, 1.0f},
+                      TiledCase{3, 100, 64, 16, KvStorageType::kF16, 1.0f},
+                      TiledCase{3, 257, 64, 7, KvStorageType::kF16, 4.0f},
+                      TiledCase{3, 2050, 64, 16, KvStorageType::kF16, 1.0f},
+                      TiledCase{4, 33, 128, 5, KvStorageType::kF32, 1.0f},
+                      TiledCase{4, 301, 64, 16, KvStorageType::kF32, 8.0f},
+                      TiledCase{3, 45, 256, 3, KvStorageType::kF32, 1.0f},
+                      TiledCase{1, 48, 8, 1, KvStorageType::kF16, 1.0f},
+                      TiledCase{16, 70, 40, 16, KvStorageType::kF16, 2.0f},
+                      TiledCase{3, 21, 12, 16, KvStorageType::kF16, 1.0f},    // head_dim 12: scalar
+                      TiledCase{17, 19, 16, 16, KvStorageType::kF32, 1.0f},   // group 17: scalar
+                      TiledCase{1, 50, 264, 16, KvStorageType::kF16, 1.0f}));  // d 264: scalar
+
+TEST(TiledAttention, QueryThatSeesNoSlotGetsZeros) {
+  const int32_t d = 64, n = 20, group = 3;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  PagedKvCache cache(KvCacheConfig{1, 1, d, 16, 4, KvStorageType::kF16, true});
+  const SequenceId seq = cache.add_sequence();
+  std::vector<float> k(n * d), v(n * d), q(2 * group * d);
+  std::vector<int32_t> pos(n);
+  for (auto& x : k) x = normal(rng);
+  for (auto& x : v) x = normal(rng);
+  for (auto& x : q) x = normal(rng);
+  for (int32_t j = 0; j < n; ++j) pos[j] = 10 + j;
+  cache.append(seq, 0, 0, k.data(), d, v.data(), d, pos.data(), n);
+  const int32_t qpos[2] = {5, 12};  // the first sees nothing, the second slots 10..12
+  for (bool force_scalar : {false, true}) {
+    force_scalar_kernels(force_scalar);
+    std::vector<float> out(q.size(), NAN);
+    paged_attention_tiled(cache.pool().view(), cache.row_view(seq, 0, 0),
+                          GroupQueries{q.data(), group * d, qpos, 2, group}, 0.125f, out.data(),
+                          group * d);
+    for (int32_t j = 0; j < group * d; ++j) EXPECT_EQ(out[j], 0.0f) << j;
+    for (int32_t j = group * d; j < 2 * group * d; ++j) EXPECT_FALSE(std::isnan(out[j])) << j;
   }
   force_scalar_kernels(false);
 }

@@ -86,7 +86,7 @@ TEST_F(ObservationOnRealModel, L1MassEqualsObservingQueriesAndFullObservationRes
     for (bool full : {false, true}) {
       const SequenceId seq = cache.add_sequence();
       ForwardOptions options;
-      options.observation = {kind, 8, n - 1, full, 10};
+      options.observers = {{kind, 8, n - 1, full, 10}};
       forward.clear_observation();
       forward.run(cache, seq, ids, 0, options);
       const ObservationScores scores = forward.observation();

@@ -79,15 +79,6 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
       ->group(group);
-  app.add_option("--protected-window", o.protected_window,
-                 "Most recent tokens never evicted")
-      ->check(CLI::Range(0, 1 << 24))
-      ->capture_default_str()
-      ->group(group);
-  app.add_option("--sink-tokens", o.sink_tokens, "First tokens never evicted (attention sinks)")
-      ->check(CLI::Range(0, 1 << 24))
-      ->capture_default_str()
-      ->group(group);
   app.add_option("--metric", o.metric,
                  "Eviction metric: l2 (sum of squared attention) or l1 (sum of attention); "
                  "default: l2 for kvcompress, l1 for h2o/snapkv/pyramidkv/ada-snapkv")
@@ -102,6 +93,27 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
                "Prefill metric from every query at least --observation-buffer positions later "
                "(KVC-full, O(L^2)); no pooling")
       ->group(group);
+  app.add_flag("--no-continual", o.no_continual,
+               "Do not compress during decode when blocks run out (stop instead)")
+      ->group(group);
+  app.add_option("--compress-interval", o.interval, "Also compress every N decode steps (0: never)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+  add_policy_tuning_options(app, o);
+}
+
+void add_policy_tuning_options(CLI::App& app, CompressionOptions& o) {
+  const char* group = "KV compression";
+  app.add_option("--protected-window", o.protected_window,
+                 "Most recent tokens never evicted")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--sink-tokens", o.sink_tokens, "First tokens never evicted (attention sinks)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
   app.add_option("--observation-buffer", o.observation_buffer,
                  "Full observation: a query observes only KVs this many positions older")
       ->check(CLI::Range(0, 1 << 20))
@@ -111,14 +123,7 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(1, 1001))
       ->capture_default_str()
       ->group(group);
-  app.add_flag("--no-continual", o.no_continual,
-               "Do not compress during decode when blocks run out (stop instead)")
-      ->group(group);
-  app.add_option("--compress-interval", o.interval, "Also compress every N decode steps (0: never)")
-      ->check(CLI::Range(0, 1 << 24))
-      ->capture_default_str()
-      ->group(group);
-  app.add_option("--streaming-sinks", o.streaming_sinks, "streamingllm: attention-sink tokens kept")
+  app.add_option("--streaming-sinks", o.streaming_sinks, "streamingllm and random: first tokens kept (attention sinks)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
       ->group(group);
@@ -136,8 +141,21 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->group(group);
 }
 
-CompressionConfig compression_config(const CompressionOptions& o) {
+CompressionConfig policy_tuning_config(const CompressionOptions& o) {
   CompressionConfig c;
+  c.planner.protected_window = o.protected_window;
+  c.planner.sink_tokens = o.sink_tokens;
+  c.observation_buffer = o.observation_buffer;
+  c.pool_kernel = o.pool_kernel;
+  c.streaming_sinks = o.streaming_sinks;
+  c.random_seed = o.policy_seed;
+  c.ada_safeguard = o.ada_safeguard;
+  c.charge_repeated_kvs = o.charge_repeated_kvs;
+  return c;
+}
+
+CompressionConfig compression_config(const CompressionOptions& o) {
+  CompressionConfig c = policy_tuning_config(o);
   c.policy = parse_policy(o.policy);
   if (o.compression_rate > 0) {
     c.budget = CacheBudget{CacheBudget::kCompressionRate, o.compression_rate, o.min_cache};
@@ -147,22 +165,14 @@ CompressionConfig compression_config(const CompressionOptions& o) {
     c.budget = CacheBudget{CacheBudget::kMaxCacheTokens,
                            o.max_cache_tokens > 0 ? o.max_cache_tokens : 128.0, o.min_cache};
   }
-  c.planner.protected_window = o.protected_window;
-  c.planner.sink_tokens = o.sink_tokens;
   c.observation_window = o.observation_window;
   c.full_observation = o.full_observation;
   apply_policy_defaults(c);  // the metric each policy reads (and H2O's full observation)
   if (!o.metric.empty()) {
     c.metric = o.metric == "l1" ? MetricAccumulation::kAbsolute : MetricAccumulation::kSquared;
   }
-  c.observation_buffer = o.observation_buffer;
-  c.pool_kernel = o.pool_kernel;
   c.continual = !o.no_continual;
   c.interval = o.interval;
-  c.streaming_sinks = o.streaming_sinks;
-  c.random_seed = o.policy_seed;
-  c.ada_safeguard = o.ada_safeguard;
-  c.charge_repeated_kvs = o.charge_repeated_kvs;
   validate_compression_config(c);
   return c;
 }

@@ -55,11 +55,16 @@ struct CompressionOptions {
 void add_model_options(CLI::App& app, ModelOptions& options);
 void add_cache_options(CLI::App& app, CacheOptions& options);
 void add_compression_options(CLI::App& app, CompressionOptions& options);
+// The policies' own knobs only (protected window, sinks, pooling, seeds, ...), for commands
+// that choose policies and budgets themselves (`kvc eval`); add_compression_options adds them too.
+void add_policy_tuning_options(CLI::App& app, CompressionOptions& options);
 
 // Applies --threads and --kernels, then loads the model (throws kvc::Error).
 std::unique_ptr<Model> load_model(const ModelOptions& options);
 EngineConfig engine_config(const CacheOptions& options, const ModelConfig& model);
 // Validated CompressionConfig (throws kvc::Error naming the bad flag).
 CompressionConfig compression_config(const CompressionOptions& options);
+// Only the fields add_policy_tuning_options sets (policy full, default budget), unvalidated.
+CompressionConfig policy_tuning_config(const CompressionOptions& options);
 
 }  // namespace kvc::cli

@@ -28,7 +28,7 @@ struct CompressionConfig {
   bool continual = true;           // compress when a decode step would run out of blocks
   int32_t interval = 0;            // also compress every `interval` decode steps (0: never)
   // Baselines (compress/baseline_planners.h):
-  int32_t streaming_sinks = 4;     // streamingllm's attention sinks (StreamingLLM's default 4)
+  int32_t streaming_sinks = 4;     // attention sinks of streamingllm (its default 4) and random
   uint64_t random_seed = 0;        // random policy
   double ada_safeguard = 0.2;      // ada-snapkv: per-head floor, fraction of the mean head budget
   // SnapKV/PyramidKV reference code repeats KVs per query head under GQA, so its budget C

@@ -27,7 +27,7 @@ constexpr std::array<PolicyInfo, 8> kPolicies = {{
     {KvPolicy::kAdaSnapKv, "ada-snapkv",
      "Ada-KV (Feng et al. 2024): SnapKV with adaptive per-head budgets in each layer",
      MetricAccumulation::kAbsolute, true},
-    {KvPolicy::kRandom, "random", "Random eviction (seeded) + recent window, a sanity floor",
+    {KvPolicy::kRandom, "random", "Random eviction (seeded) + sinks + recent window, a sanity floor",
      MetricAccumulation::kNone, false},
 }};
 

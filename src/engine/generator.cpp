@@ -76,9 +76,9 @@ GenerationStats Generator::generate(const GenerationRequest& request,
   ForwardOptions prefill_options;
   prefill_options.progress = request.prefill_progress;
   if (compression.compresses()) {
-    prefill_options.observation = ObservationOptions{
+    prefill_options.observers.push_back(ObservationOptions{
         compression.metric, compression.observation_window, n_prompt - 1,
-        compression.full_observation, compression.observation_buffer};
+        compression.full_observation, compression.observation_buffer});
     forward_.clear_observation();
   }
   auto start = std::chrono::steady_clock::now();

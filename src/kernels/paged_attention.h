@@ -58,11 +58,28 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
                      float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
                      float* scratch);
 
+// Query-tiled attention for prefill: the same outputs as paged_attention without metric
+// accumulation (equal up to float rounding) for n_query >= 1 tokens at once. The row is read in
+// chunks of slots with an online (flash-style) softmax, so each K and V slot is loaded and
+// converted from f16 once per tile of kMaxQueryTile tokens instead of once per query token.
+// Causality is per slot from the stored positions (rows need not be in position order). A
+// query that sees no slot gets a zero output. No scratch and no probabilities: observers use
+// paged_attention. out: [n_query] rows of stride out_stride, each [group, head_dim], used as
+// the running accumulator, so it must not alias the queries.
+constexpr int32_t kMaxQueryTile = 32;
+void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
+                           const GroupQueries& queries, float scale, float* out,
+                           int64_t out_stride);
+
 namespace reference {
 // Plain scalar loops, same contract: the specification the optimized path is tested against.
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                      float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
                      float* scratch);
+// Scalar version of the tiled kernel (same chunked online softmax as the AVX2 one).
+void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
+                           const GroupQueries& queries, float scale, float* out,
+                           int64_t out_stride);
 }  // namespace reference
 
 }  // namespace kvc

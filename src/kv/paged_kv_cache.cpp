@@ -36,6 +36,30 @@ void PagedKvCache::remove_sequence(SequenceId seq) {
 #endif
 }
 
+SequenceId PagedKvCache::copy_sequence(SequenceId src) {
+  if (owned_blocks(src) > pool_.free_blocks()) return -1;
+  const SequenceId dst = add_sequence();
+  const std::vector<HeadRow>& from = sequences_[src].rows;
+  std::vector<HeadRow>& to = sequences_[dst].rows;
+  const int64_t bs = config_.block_size;
+  const size_t kv_bytes = static_cast<size_t>(bs) * config_.head_dim * pool_.element_bytes();
+  for (size_t r = 0; r < from.size(); ++r) {
+    to[r].length = from[r].length;
+    for (int32_t src_block : from[r].blocks) {
+      const int32_t block = pool_.allocate();
+      KVC_ASSERT(block >= 0);  // counted above
+      to[r].blocks.push_back(block);
+      std::memcpy(pool_.k_slot(block * bs), pool_.k_slot(src_block * bs), kv_bytes);
+      std::memcpy(pool_.v_slot(block * bs), pool_.v_slot(src_block * bs), kv_bytes);
+      std::memcpy(pool_.metric() + block * bs, pool_.metric() + src_block * bs,
+                  bs * sizeof(float));
+      std::memcpy(pool_.positions() + block * bs, pool_.positions() + src_block * bs,
+                  bs * sizeof(int32_t));
+    }
+  }
+  return dst;
+}
+
 bool PagedKvCache::has_sequence(SequenceId seq) const {
   return seq >= 0 && seq < static_cast<SequenceId>(sequences_.size()) && sequences_[seq].active;
 }

@@ -50,6 +50,10 @@ class PagedKvCache {
   // Returns all of the sequence's blocks to the pool. The id may be reused later.
   void remove_sequence(SequenceId seq);
   bool has_sequence(SequenceId seq) const;
+  // A new sequence holding a copy of every row of `src` (K, V, metric, positions) in freshly
+  // allocated blocks, or -1 (nothing allocated) when the pool has too few free blocks. Lets
+  // several policies start from one prefill (`kvc eval`).
+  SequenceId copy_sequence(SequenceId src);
 
   // Free blocks needed so that every head row of `seq` can take `n_tokens` more KVs.
   int64_t blocks_needed(SequenceId seq, int32_t n_tokens) const;

@@ -121,16 +121,22 @@ void ForwardPass::run_chunk(PagedKvCache& cache, SequenceId seq, std::span<const
   matmul(w.output, xn_.data(), E, n_out, logits_.data(), c.n_vocab, matmul_scratch_);
 }
 
-void ForwardPass::clear_observation() {
-  observation_.assign(static_cast<size_t>(config_.n_layer) * config_.n_head * max_context_, 0.0f);
+void ForwardPass::clear_observation(int32_t n_observers) {
+  KVC_ASSERT(n_observers >= 1);
+  n_observers_ = n_observers;
+  observation_.assign(static_cast<size_t>(n_observers) * config_.n_layer * config_.n_head *
+                          max_context_,
+                      0.0f);
 }
 
-ObservationScores ForwardPass::observation() const {
-  KVC_ASSERT(!observation_.empty());
-  return ObservationScores{observation_.data(), config_.n_layer, config_.n_head, max_context_};
+ObservationScores ForwardPass::observation(int32_t observer) const {
+  KVC_ASSERT(observer >= 0 && observer < n_observers_);
+  const size_t per_observer = static_cast<size_t>(config_.n_layer) * config_.n_head * max_context_;
+  return ObservationScores{observation_.data() + observer * per_observer, config_.n_layer,
+                           config_.n_head, max_context_};
 }
 
-bool ForwardPass::observes(const ObservationOptions& o, int32_t position) const {
+bool ForwardPass::observes(const ObservationOptions& o, int32_t position) {
   if (o.kind == MetricAccumulation::kNone) return false;
   return o.full || position > o.last_position - o.window;
 }
@@ -143,13 +149,22 @@ void ForwardPass::attention(PagedKvCache& cache, SequenceId seq, int32_t layer, 
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const PagedKvPool pool = cache.pool().view();
   const size_t scratch_per_thread = static_cast<size_t>(group) * max_context_;
-  const ObservationOptions& obs = options.observation;
+  const std::vector<ObservationOptions>& observers = options.observers;
+  const auto observed = [&](int32_t position) {
+    return std::any_of(observers.begin(), observers.end(),
+                       [&](const ObservationOptions& o) { return observes(o, position); });
+  };
 
   // Tokens [0, first_observer) only attend; [first_observer, n_tokens) also record what they
-  // see. Positions rise within a chunk, so observers are a suffix.
+  // see. Positions rise within a chunk and every observer's set is a suffix of the positions,
+  // so the union is a suffix too.
   int32_t first_observer = n_tokens;
-  while (first_observer > 0 && observes(obs, positions_[first_observer - 1])) --first_observer;
-  if (first_observer < n_tokens) KVC_ASSERT(!observation_.empty());  // clear_observation() first
+  while (first_observer > 0 && observed(positions_[first_observer - 1])) --first_observer;
+  // clear_observation(observers.size()) must come first.
+  if (first_observer < n_tokens) {
+    KVC_ASSERT(n_observers_ == static_cast<int32_t>(observers.size()));
+  }
+  const size_t per_observer = static_cast<size_t>(c.n_layer) * c.n_head * max_context_;
 
   const auto attend = [&](int32_t t, int32_t h, float* scratch) {
     const PagedHeadRow row = cache.row_view(seq, layer, h);
@@ -166,31 +181,66 @@ void ForwardPass::attention(PagedKvCache& cache, SequenceId seq, int32_t layer, 
     return row;
   };
 
-  const int64_t n_items = static_cast<int64_t>(first_observer) * c.n_head_kv;
+  // Tokens that only attend run in query tiles (each K/V slot converted once per tile), one
+  // task per (tile, KV head), latest tiles first: they see the most KVs, so dynamic scheduling
+  // balances the causal triangle. Tiles shrink when there would be under two tasks per thread.
+  // Single-token decode steps always take the per-query kernel: metric accumulation needs it
+  // (tiles do not accumulate), and one kernel for every decode step keeps a full cache and a
+  // compressed cache that kept everything bit-identical (tests/test_eval_quick.cpp).
+  const bool tiled = options.metric == MetricAccumulation::kNone && n_tokens > 1;
+  const int64_t tasks_wanted = 2LL * omp_get_max_threads();
+  const auto tile = static_cast<int32_t>(std::clamp<int64_t>(
+      (static_cast<int64_t>(first_observer) * c.n_head_kv + tasks_wanted - 1) / tasks_wanted, 1,
+      kMaxQueryTile));
+  const int32_t n_tiles = tiled ? (first_observer + tile - 1) / tile : first_observer;
+  const auto attend_tile = [&](int32_t tile_index, int32_t h) {
+    const int32_t t0 = tile_index * tile;
+    const PagedHeadRow row = cache.row_view(seq, layer, h);
+    const int64_t head_offset = static_cast<int64_t>(h) * group * c.head_dim;
+    GroupQueries queries;
+    queries.q = q_.data() + t0 * q_dim + head_offset;
+    queries.q_stride = q_dim;
+    queries.positions = positions_.data() + t0;
+    queries.n_query = std::min(tile, first_observer - t0);
+    queries.group = group;
+    paged_attention_tiled(pool, row, queries, scale, attn_.data() + t0 * q_dim + head_offset,
+                          q_dim);
+  };
+
+  const int64_t n_items = static_cast<int64_t>(n_tiles) * c.n_head_kv;
 #pragma omp parallel
   {
     float* scratch = attn_scratch_.data() + omp_get_thread_num() * scratch_per_thread;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n_items; ++item) {
-      attend(static_cast<int32_t>(item / c.n_head_kv), static_cast<int32_t>(item % c.n_head_kv),
-             scratch);
+      const auto index = static_cast<int32_t>(n_tiles - 1 - item / c.n_head_kv);
+      const auto h = static_cast<int32_t>(item % c.n_head_kv);
+      if (tiled) {
+        attend_tile(index, h);
+      } else {
+        attend(index, h, scratch);
+      }
     }
     // Observers: one KV head per thread, queries in order, so each head's sums have one writer.
 #pragma omp for schedule(dynamic, 1)
     for (int32_t h = 0; h < c.n_head_kv; ++h) {
       for (int32_t t = first_observer; t < n_tokens; ++t) {
         const PagedHeadRow row = attend(t, h, scratch);
-        for (int32_t g = 0; g < group; ++g) {
-          const float* p = scratch + static_cast<int64_t>(g) * row.length;
-          float* sums = observation_.data() +
-                        (static_cast<int64_t>(layer) * c.n_head + h * group + g) * max_context_;
-          for (int32_t s = 0; s < row.length; ++s) {
-            if (obs.full) {
-              const int64_t slot = static_cast<int64_t>(row.block_table[s / pool.block_size]) *
-                                       pool.block_size + s % pool.block_size;
-              if (pool.positions[slot] > positions_[t] - obs.buffer) continue;
+        for (size_t o = 0; o < observers.size(); ++o) {
+          const ObservationOptions& obs = observers[o];
+          if (!observes(obs, positions_[t])) continue;
+          for (int32_t g = 0; g < group; ++g) {
+            const float* p = scratch + static_cast<int64_t>(g) * row.length;
+            float* sums = observation_.data() + o * per_observer +
+                          (static_cast<int64_t>(layer) * c.n_head + h * group + g) * max_context_;
+            for (int32_t s = 0; s < row.length; ++s) {
+              if (obs.full) {
+                const int64_t slot = static_cast<int64_t>(row.block_table[s / pool.block_size]) *
+                                         pool.block_size + s % pool.block_size;
+                if (pool.positions[slot] > positions_[t] - obs.buffer) continue;
+              }
+              sums[s] += obs.kind == MetricAccumulation::kSquared ? p[s] * p[s] : p[s];
             }
-            sums[s] += obs.kind == MetricAccumulation::kSquared ? p[s] * p[s] : p[s];
           }
         }
       }

@@ -6,7 +6,9 @@
 //
 // Per layer (shapes for a chunk of T tokens):
 //   x [T, n_embd] -> rms_norm -> q [T, n_head*hd], k,v [T, n_head_kv*hd] (+bias) -> RoPE(q, k)
-//   -> append k, v to the cache rows (seq, layer, h) -> paged attention per (token, KV head)
+//   -> append k, v to the cache rows (seq, layer, h) -> paged attention: query tiles of up to
+//      32 tokens per KV head (paged_attention_tiled), or per (token, KV head) for observing
+//      queries and single-token decode steps (paged_attention, which also accumulates metrics)
 //   -> attn [T, n_head*hd] -> wo -> x += ; rms_norm -> gate, up [T, n_ff] -> silu(gate)*up
 //   -> w_down -> x +=
 // then rms_norm and the output matrix for the tokens whose logits are wanted.
@@ -45,7 +47,10 @@ struct ForwardOptions {
   // Decode-time metric accumulation into the cache (KV-Compress continual compression).
   // Only for single-token steps (assertion): parallel queries of one row would race.
   MetricAccumulation metric = MetricAccumulation::kNone;
-  ObservationOptions observation;
+  // Observers of this prefill; observer i records into observation(i). Several observers let
+  // one prefill serve several policies (`kvc eval`): each query's probabilities are computed
+  // once and added to every observer that wants them.
+  std::vector<ObservationOptions> observers;
   // Called after each prefill chunk with (tokens done, tokens total); for progress bars.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -61,9 +66,10 @@ class ForwardPass {
   std::span<const float> run(PagedKvCache& cache, SequenceId seq, std::span<const int32_t> tokens,
                              int32_t start_pos, const ForwardOptions& options = {});
 
-  // Zeroes the observation sums (call before a prefill that observes); sized on first use.
-  void clear_observation();
-  ObservationScores observation() const;
+  // Zeroes the sums of `n_observers` observers (call before a prefill that observes, with
+  // options.observers.size()); buffers are sized on first use and reused.
+  void clear_observation(int32_t n_observers = 1);
+  ObservationScores observation(int32_t observer = 0) const;
 
   int32_t max_batch_tokens() const { return max_batch_tokens_; }
   int32_t max_context() const { return max_context_; }
@@ -73,7 +79,7 @@ class ForwardPass {
                  int32_t start_pos, const ForwardOptions& options, bool want_logits);
   void attention(PagedKvCache& cache, SequenceId seq, int32_t layer, int32_t n_tokens,
                  const ForwardOptions& options);
-  bool observes(const ObservationOptions& o, int32_t position) const;
+  static bool observes(const ObservationOptions& o, int32_t position);
 
   const Model& model_;
   const ModelConfig& config_;
@@ -92,7 +98,8 @@ class ForwardPass {
   std::vector<int32_t> positions_;  // [T]
   std::vector<float> attn_scratch_;  // [threads, group * max_context]
   std::vector<float> logits_;     // [T or 1, n_vocab]
-  std::vector<float> observation_;  // [n_layer, n_head, max_context], allocated on first use
+  std::vector<float> observation_;  // [observers, n_layer, n_head, max_context], on first use
+  int32_t n_observers_ = 0;
   MatmulScratch matmul_scratch_;
 };
 

@@ -1,5 +1,10 @@
-// AVX2 paged attention. Each K and V row is read once per query token and shared by every
-// query head of the group (GQA without repeating KVs). Requires head_dim % 8 == 0.
+// AVX2 paged attention. paged_attention: each K and V row is read once per query token and
+// shared by every query head of the group (GQA without repeating KVs). paged_attention_tiled:
+// each K and V row is read once per tile of up to kMaxQueryTile tokens x group heads.
+// Requires head_dim % 8 == 0 (and head_dim <= kMaxTiledHeadDim for the tiled kernel).
+//
+// No std:: templates here (std::min, std::max, ...): a copy instantiated with AVX2 enabled
+// could be chosen by the linker for non-AVX2 callers (see avx2_common.h).
 #include <immintrin.h>
 
 #include <cmath>
@@ -26,6 +31,151 @@ inline float hsum(__m256 v) {
 }
 
 constexpr int kMaxGroup = 16;
+
+// ---- Tiled kernel helpers ----
+
+constexpr int32_t kChunk = 16;             // slots per online-softmax step (two 8-lane halves)
+constexpr int32_t kMaxTiledHeadDim = 256;  // bounds the stack buffers below
+constexpr int32_t kMaxRows = kMaxQueryTile * kMaxGroup;
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// e^x for 8 lanes (Cephes expf polynomial, about 1 ulp on [-87, 88]); inputs below -87.3
+// give 0 or a denormal-sized value, which callers mask anyway.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365f)), _mm256_set1_ps(88.3762f));
+  // x = n ln2 + r, |r| <= ln2 / 2; ln2 split in two for an exact n ln2.
+  const __m256 n = _mm256_floor_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i pow2n = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
+}
+
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// The chunk's K rows as f32, transposed: kt [d, kChunk]; V rows as f32: vc [kChunk, d].
+// Slots j >= nc are zero and never read from the pool (they may be poisoned or foreign).
+void load_chunk(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float* kt, float* vc) {
+  const int32_t d = pool.head_dim;
+  for (int32_t half = 0; half < kChunk; half += 8) {
+    for (int32_t i = 0; i < d; i += 8) {
+      __m256 r[8];
+      for (int32_t j = 0; j < 8; ++j) {
+        r[j] = half + j < nc ? load8(pool.k, slot[half + j] * d + i, pool.storage)
+                             : _mm256_setzero_ps();
+      }
+      transpose8(r);
+      for (int32_t j = 0; j < 8; ++j) _mm256_store_ps(kt + (i + j) * kChunk + half, r[j]);
+    }
+  }
+  for (int32_t j = 0; j < kChunk; ++j) {
+    for (int32_t i = 0; i < d; i += 8) {
+      _mm256_store_ps(vc + j * d + i, j < nc ? load8(pool.v, slot[j] * d + i, pool.storage)
+                                             : _mm256_setzero_ps());
+    }
+  }
+}
+
+// Raw scores of R query rows against the chunk: lo/hi[r] = q_r . k_j for j in [0,8) / [8,16).
+template <int R>
+inline void chunk_scores(const float* const* q, const float* kt, int32_t d, __m256* lo,
+                         __m256* hi) {
+  __m256 a_lo[R], a_hi[R];
+  for (int r = 0; r < R; ++r) a_lo[r] = a_hi[r] = _mm256_setzero_ps();
+  for (int32_t i = 0; i < d; ++i) {
+    const __m256 k_lo = _mm256_load_ps(kt + i * kChunk);
+    const __m256 k_hi = _mm256_load_ps(kt + i * kChunk + 8);
+    for (int r = 0; r < R; ++r) {
+      const __m256 qi = _mm256_broadcast_ss(q[r] + i);
+      a_lo[r] = _mm256_fmadd_ps(qi, k_lo, a_lo[r]);
+      a_hi[r] = _mm256_fmadd_ps(qi, k_hi, a_hi[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    lo[r] = a_lo[r];
+    hi[r] = a_hi[r];
+  }
+}
+
+// o[0, d) = alpha * o + sum_j p[j] * vc[j]; p [kChunk] (0 for masked and padding slots).
+// Even and odd slots go to separate accumulators: 8 independent FMA chains hide the latency.
+inline void accumulate_values(float* o, const float* p, const float* vc, int32_t d, float alpha) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int32_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    __m256 e0 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i));
+    __m256 e1 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i + 8));
+    __m256 e2 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i + 16));
+    __m256 e3 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i + 24));
+    __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+    for (int32_t j = 0; j < kChunk; j += 2) {
+      const __m256 pe = _mm256_broadcast_ss(p + j);
+      const __m256 po = _mm256_broadcast_ss(p + j + 1);
+      const float* ve = vc + j * d + i;
+      const float* vo = ve + d;
+      e0 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve), e0);
+      e1 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve + 8), e1);
+      e2 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve + 16), e2);
+      e3 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve + 24), e3);
+      o0 = _mm256_fmadd_ps(po, _mm256_load_ps(vo), o0);
+      o1 = _mm256_fmadd_ps(po, _mm256_load_ps(vo + 8), o1);
+      o2 = _mm256_fmadd_ps(po, _mm256_load_ps(vo + 16), o2);
+      o3 = _mm256_fmadd_ps(po, _mm256_load_ps(vo + 24), o3);
+    }
+    _mm256_storeu_ps(o + i, _mm256_add_ps(e0, o0));
+    _mm256_storeu_ps(o + i + 8, _mm256_add_ps(e1, o1));
+    _mm256_storeu_ps(o + i + 16, _mm256_add_ps(e2, o2));
+    _mm256_storeu_ps(o + i + 24, _mm256_add_ps(e3, o3));
+  }
+  for (; i < d; i += 8) {
+    __m256 acc[4] = {_mm256_mul_ps(a, _mm256_loadu_ps(o + i)), _mm256_setzero_ps(),
+                     _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int32_t j = 0; j < kChunk; j += 4) {
+      for (int32_t u = 0; u < 4; ++u) {
+        acc[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j + u),
+                                 _mm256_load_ps(vc + (j + u) * d + i), acc[u]);
+      }
+    }
+    _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),
+                                          _mm256_add_ps(acc[2], acc[3])));
+  }
+}
 
 }  // namespace
 
@@ -106,6 +256,122 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
 
 bool paged_attention_supported(const PagedKvPool& pool, int32_t group) {
   return pool.head_dim % 8 == 0 && group <= kMaxGroup;
+}
+
+namespace {
+
+// Online softmax as reference::paged_attention_tiled, 16 slots per step: K/V of the chunk are
+// converted once, scores come 4 query rows at a time from the transposed K, then each row
+// rescales its running output and sum only when its max grows. n_query <= kMaxQueryTile.
+void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                 float scale, float* out, int64_t out_stride) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int32_t d = pool.head_dim;
+  const int32_t bs = pool.block_size;
+  const int32_t group = queries.group;
+  const int32_t n_rows = queries.n_query * group;  // query row m = t * group + g
+
+  float row_max[kMaxRows];  // [n_rows] running max of the scaled scores
+  float row_sum[kMaxRows];  // [n_rows] running sum of exp(score - row_max)
+  const float* q_row[kMaxRows];  // [n_rows] -> [d]
+  float* out_row[kMaxRows];      // [n_rows] -> [d], the running (unnormalized) output
+  int32_t max_qpos = queries.positions[0];
+  for (int32_t t = 0; t < queries.n_query; ++t) {
+    max_qpos = queries.positions[t] > max_qpos ? queries.positions[t] : max_qpos;
+  }
+  for (int32_t m = 0; m < n_rows; ++m) {
+    const int32_t t = m / group, g = m % group;
+    row_max[m] = kNegInf;
+    row_sum[m] = 0.0f;
+    q_row[m] = queries.q + t * queries.q_stride + static_cast<int64_t>(g) * d;
+    out_row[m] = out + t * out_stride + static_cast<int64_t>(g) * d;
+    for (int32_t i = 0; i < d; i += 8) _mm256_storeu_ps(out_row[m] + i, _mm256_setzero_ps());
+  }
+
+  alignas(32) float kt[kMaxTiledHeadDim * kChunk];  // [d, kChunk]
+  alignas(32) float vc[kChunk * kMaxTiledHeadDim];  // [kChunk, d]
+  alignas(32) int32_t kpos[kChunk];                 // [kChunk], INT32_MAX for padding
+  alignas(32) float p[kChunk];                      // [kChunk] one row's exp(score - max)
+  int64_t slot[kChunk];
+  const __m256 scale8 = _mm256_set1_ps(scale);
+  const __m256 neg_inf8 = _mm256_set1_ps(kNegInf);
+
+  for (int32_t c0 = 0; c0 < row.length; c0 += kChunk) {
+    const int32_t left = row.length - c0;
+    const int32_t nc = left < kChunk ? left : kChunk;
+    int32_t min_kpos = std::numeric_limits<int32_t>::max();
+    for (int32_t j = 0; j < kChunk; ++j) {
+      kpos[j] = std::numeric_limits<int32_t>::max();
+      if (j >= nc) continue;
+      const int32_t s = c0 + j;
+      slot[j] = static_cast<int64_t>(row.block_table[s / bs]) * bs + s % bs;
+      kpos[j] = pool.positions[slot[j]];
+      min_kpos = kpos[j] < min_kpos ? kpos[j] : min_kpos;
+    }
+    if (min_kpos > max_qpos) continue;  // every slot is in the future of the whole tile
+    load_chunk(pool, slot, nc, kt, vc);
+    const __m256i kpos_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos));
+    const __m256i kpos_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos + 8));
+
+    for (int32_t m0 = 0; m0 < n_rows; m0 += 4) {
+      __m256 lo[4], hi[4];
+      const int32_t r_count = n_rows - m0 < 4 ? n_rows - m0 : 4;
+      switch (r_count) {
+        case 4: chunk_scores<4>(q_row + m0, kt, d, lo, hi); break;
+        case 3: chunk_scores<3>(q_row + m0, kt, d, lo, hi); break;
+        case 2: chunk_scores<2>(q_row + m0, kt, d, lo, hi); break;
+        default: chunk_scores<1>(q_row + m0, kt, d, lo, hi); break;
+      }
+      for (int32_t r = 0; r < r_count; ++r) {
+        const int32_t m = m0 + r;
+        const int32_t qpos = queries.positions[m / group];
+        if (min_kpos > qpos) continue;  // nothing visible to this query in the chunk
+        const __m256i qpos8 = _mm256_set1_epi32(qpos);
+        const __m256 hidden_lo = _mm256_castsi256_ps(_mm256_cmpgt_epi32(kpos_lo, qpos8));
+        const __m256 hidden_hi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(kpos_hi, qpos8));
+        const __m256 s_lo = _mm256_blendv_ps(_mm256_mul_ps(lo[r], scale8), neg_inf8, hidden_lo);
+        const __m256 s_hi = _mm256_blendv_ps(_mm256_mul_ps(hi[r], scale8), neg_inf8, hidden_hi);
+        const float chunk_max = hmax(_mm256_max_ps(s_lo, s_hi));
+        float alpha = 1.0f;
+        if (chunk_max > row_max[m]) {
+          alpha = std::exp(row_max[m] - chunk_max);  // 0 on the first visible chunk
+          row_max[m] = chunk_max;
+        }
+        const __m256 max8 = _mm256_set1_ps(row_max[m]);
+        const __m256 p_lo = _mm256_andnot_ps(hidden_lo, exp8(_mm256_sub_ps(s_lo, max8)));
+        const __m256 p_hi = _mm256_andnot_ps(hidden_hi, exp8(_mm256_sub_ps(s_hi, max8)));
+        row_sum[m] = row_sum[m] * alpha + hsum(_mm256_add_ps(p_lo, p_hi));
+        _mm256_store_ps(p, p_lo);
+        _mm256_store_ps(p + 8, p_hi);
+        accumulate_values(out_row[m], p, vc, d, alpha);
+      }
+    }
+  }
+
+  for (int32_t m = 0; m < n_rows; ++m) {
+    const __m256 inv = _mm256_set1_ps(row_sum[m] > 0.0f ? 1.0f / row_sum[m] : 0.0f);
+    for (int32_t i = 0; i < d; i += 8) {
+      _mm256_storeu_ps(out_row[m] + i, _mm256_mul_ps(inv, _mm256_loadu_ps(out_row[m] + i)));
+    }
+  }
+}
+
+}  // namespace
+
+void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
+                           const GroupQueries& queries, float scale, float* out,
+                           int64_t out_stride) {
+  for (int32_t t0 = 0; t0 < queries.n_query; t0 += kMaxQueryTile) {
+    GroupQueries tile = queries;
+    tile.q = queries.q + t0 * queries.q_stride;
+    tile.positions = queries.positions + t0;
+    tile.n_query = queries.n_query - t0 < kMaxQueryTile ? queries.n_query - t0 : kMaxQueryTile;
+    attend_tile(pool, row, tile, scale, out + t0 * out_stride, out_stride);
+  }
+}
+
+bool paged_attention_tiled_supported(const PagedKvPool& pool, int32_t group) {
+  return pool.head_dim % 8 == 0 && pool.head_dim <= kMaxTiledHeadDim && group <= kMaxGroup;
 }
 
 }  // namespace kvc::avx2

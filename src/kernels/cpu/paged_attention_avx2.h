@@ -10,4 +10,9 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
                      float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
                      float* scratch);
 
+bool paged_attention_tiled_supported(const PagedKvPool& pool, int32_t group);
+void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
+                           const GroupQueries& queries, float scale, float* out,
+                           int64_t out_stride);
+
 }  // namespace kvc::avx2

@@ -1,6 +1,8 @@
 // Scalar paged attention: the specification for the SIMD kernel.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/paged_attention.h"
 #include "util/fp16.h"
@@ -65,6 +67,80 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
         pool.metric[slot] += add;
       }
     }
+  }
+}
+
+// Chunked online softmax, per query row m = t * group + g: after each chunk of slots,
+// out_m = sum_s exp(score_s - max_m) v_s and sum_m = sum_s exp(score_s - max_m) over the slots
+// seen so far; a larger max rescales both by exp(old_max - new_max). out_m / sum_m at the end.
+void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
+                           const GroupQueries& queries, float scale, float* out,
+                           int64_t out_stride) {
+  constexpr int32_t kChunk = 16;  // slots per step, independent of the block size
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int32_t d = pool.head_dim;
+  const int32_t group = queries.group;
+  const int32_t n_rows = queries.n_query * group;
+  const auto out_row = [&](int32_t m) {
+    return out + (m / group) * out_stride + static_cast<int64_t>(m % group) * d;
+  };
+  std::vector<float> row_max(static_cast<size_t>(n_rows), kNegInf);  // [n_rows]
+  std::vector<float> row_sum(static_cast<size_t>(n_rows), 0.0f);      // [n_rows]
+  std::vector<float> k(static_cast<size_t>(kChunk) * d), v(k.size());  // [kChunk, d] as f32
+  for (int32_t m = 0; m < n_rows; ++m) std::fill_n(out_row(m), d, 0.0f);
+  const int32_t max_qpos =
+      *std::max_element(queries.positions, queries.positions + queries.n_query);
+
+  for (int32_t c0 = 0; c0 < row.length; c0 += kChunk) {
+    const int32_t nc = std::min(kChunk, row.length - c0);
+    int32_t kpos[kChunk];
+    int64_t slots[kChunk];
+    for (int32_t j = 0; j < nc; ++j) {
+      const int32_t s = c0 + j;
+      slots[j] = static_cast<int64_t>(row.block_table[s / pool.block_size]) * pool.block_size +
+                 s % pool.block_size;
+      kpos[j] = pool.positions[slots[j]];
+    }
+    if (*std::min_element(kpos, kpos + nc) > max_qpos) continue;  // all in the tile's future
+    for (int32_t j = 0; j < nc; ++j) {
+      const int64_t slot = slots[j];
+      for (int32_t i = 0; i < d; ++i) {
+        k[static_cast<size_t>(j) * d + i] = load(pool, pool.k, slot * d + i);
+        v[static_cast<size_t>(j) * d + i] = load(pool, pool.v, slot * d + i);
+      }
+    }
+    for (int32_t m = 0; m < n_rows; ++m) {
+      const int32_t t = m / group;
+      const float* q = queries.q + t * queries.q_stride + static_cast<int64_t>(m % group) * d;
+      float score[kChunk];
+      float chunk_max = kNegInf;
+      for (int32_t j = 0; j < nc; ++j) {
+        score[j] = kNegInf;
+        if (kpos[j] > queries.positions[t]) continue;
+        float dot = 0.0f;
+        for (int32_t i = 0; i < d; ++i) dot += q[i] * k[static_cast<size_t>(j) * d + i];
+        score[j] = dot * scale;
+        chunk_max = std::max(chunk_max, score[j]);
+      }
+      if (chunk_max == kNegInf) continue;  // nothing visible to this query in the chunk
+      const float new_max = std::max(row_max[m], chunk_max);
+      const float alpha = std::exp(row_max[m] - new_max);  // 0 on the first visible chunk
+      row_max[m] = new_max;
+      float* o = out_row(m);
+      for (int32_t i = 0; i < d; ++i) o[i] *= alpha;
+      row_sum[m] *= alpha;
+      for (int32_t j = 0; j < nc; ++j) {
+        if (score[j] == kNegInf) continue;
+        const float p = std::exp(score[j] - new_max);
+        row_sum[m] += p;
+        for (int32_t i = 0; i < d; ++i) o[i] += p * v[static_cast<size_t>(j) * d + i];
+      }
+    }
+  }
+  for (int32_t m = 0; m < n_rows; ++m) {
+    const float inv = row_sum[m] > 0.0f ? 1.0f / row_sum[m] : 0.0f;
+    float* o = out_row(m);
+    for (int32_t i = 0; i < d; ++i) o[i] *= inv;
   }
 }
 

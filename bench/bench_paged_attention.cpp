@@ -1,0 +1,118 @@
+// Prefill attention of one 2K-token head row on SmolLM2-135M's shape (head_dim 64, GQA group 3,
+// block size 16, f16 KVs, positions 0..2047 in slot order): the causal triangle of 2,048
+// queries, run as ForwardPass::attention runs it for one (layer, KV head).
+//
+//   prefill_2K/per_query   paged_attention once per query token (the pre-tiling path; every
+//                          K/V slot is converted once per query)
+//   prefill_2K/tiled       paged_attention_tiled over tiles of kMaxQueryTile tokens (each K/V
+//                          slot converted once per tile, online softmax)
+//   decode_2K/per_query|tiled
+//                          one query at position 2047 (a decode step without metric
+//                          accumulation), to show the tiled kernel does not slow decode
+//
+// Counters: items_per_second = query tokens per second; GFLOPS counts 4 * head_dim * group
+// flops per visible (query, KV) pair (QK and PV). Single thread, dispatched kernels (AVX2
+// where the CPU has it). Timings are printed, never checked.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "kernels/paged_attention.h"
+#include "kv/paged_kv_cache.h"
+
+namespace kvc {
+namespace {
+
+constexpr int32_t kHeadDim = 64, kGroup = 3, kBlockSize = 16, kTokens = 2048;
+
+struct Fixture {
+  std::unique_ptr<PagedKvCache> cache;
+  SequenceId seq = 0;
+  std::vector<float> q;              // [kTokens, kGroup * kHeadDim]
+  std::vector<int32_t> positions;    // [kTokens] 0..kTokens-1
+  std::vector<float> out;            // [kTokens, kGroup * kHeadDim]
+  std::vector<float> scratch;        // [kGroup * kTokens]
+};
+
+Fixture& fixture() {
+  static Fixture f = [] {
+    Fixture out;
+    out.cache = std::make_unique<PagedKvCache>(KvCacheConfig{
+        1, 1, kHeadDim, kBlockSize, kTokens / kBlockSize, KvStorageType::kF16});
+    out.seq = out.cache->add_sequence();
+    std::mt19937 rng(7);
+    std::normal_distribution<float> g;
+    std::vector<float> k(static_cast<size_t>(kTokens) * kHeadDim), v(k.size());
+    for (float& x : k) x = g(rng);
+    for (float& x : v) x = g(rng);
+    out.positions.resize(kTokens);
+    for (int32_t i = 0; i < kTokens; ++i) out.positions[static_cast<size_t>(i)] = i;
+    out.cache->append(out.seq, 0, 0, k.data(), kHeadDim, v.data(), kHeadDim,
+                      out.positions.data(), kTokens);
+    out.q.resize(static_cast<size_t>(kTokens) * kGroup * kHeadDim);
+    for (float& x : out.q) x = g(rng);
+    out.out.resize(out.q.size());
+    out.scratch.resize(static_cast<size_t>(kGroup) * kTokens);
+    return out;
+  }();
+  return f;
+}
+
+constexpr int64_t kStride = int64_t{kGroup} * kHeadDim;
+const float kScale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+
+// Queries [first, first + n) with the per-query kernel or the tiled one.
+void run(Fixture& f, int32_t first, int32_t n, bool tiled) {
+  const PagedKvPool pool = f.cache->pool().view();
+  const PagedHeadRow row = f.cache->row_view(f.seq, 0, 0);
+  const int32_t step = tiled ? kMaxQueryTile : 1;
+  for (int32_t t = first; t < first + n; t += step) {
+    const int32_t count = std::min(step, first + n - t);
+    const GroupQueries queries{f.q.data() + t * kStride, kStride, f.positions.data() + t, count,
+                               kGroup};
+    float* out = f.out.data() + t * kStride;
+    if (tiled) {
+      paged_attention_tiled(pool, row, queries, kScale, out, kStride);
+    } else {
+      paged_attention(pool, row, queries, kScale, MetricAccumulation::kNone, out, kStride,
+                      f.scratch.data());
+    }
+  }
+}
+
+void BM_Attention(benchmark::State& state, bool prefill, bool tiled) {
+  Fixture& f = fixture();
+  const int32_t first = prefill ? 0 : kTokens - 1;
+  const int32_t n = prefill ? kTokens : 1;
+  for (auto _ : state) {
+    run(f, first, n, tiled);
+    benchmark::ClobberMemory();
+  }
+  double pairs = 0;  // visible (query, KV) pairs per iteration
+  for (int32_t t = first; t < first + n; ++t) pairs += t + 1;
+  state.SetItemsProcessed(state.iterations() * n);
+  state.counters["GFLOPS"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * pairs * 4.0 * kHeadDim * kGroup * 1e-9,
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK_CAPTURE(BM_Attention, prefill_per_query, true, false)
+    ->Name("prefill_2K/per_query")
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Attention, prefill_tiled, true, true)
+    ->Name("prefill_2K/tiled")
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Attention, decode_per_query, false, false)
+    ->Name("decode_2K/per_query")
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Attention, decode_tiled, false, true)
+    ->Name("decode_2K/tiled")
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace kvc
+
+BENCHMARK_MAIN();

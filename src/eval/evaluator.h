@@ -1,0 +1,94 @@
+// `kvc eval`: long-context tasks and fidelity on real text, every policy at every budget from
+// one shared prefill per sample (eval/shared_prefill.h).
+//
+// Tasks (eval/tasks.h): RULER's synthetic recipes over the Debian texts. The prompt is the
+// model's chat template around the task input, then RULER's answer prefix; the answer is
+// decoded greedily until end of turn or the task's token limit and scored by string match.
+//
+// Fidelity: a context of `length` tokens from an Austen novel, then `continuation` tokens of
+// the same text teacher-forced over the compressed cache. Against the full cache's
+// distributions at the same positions: mean KL(full || policy), top-1 agreement, and the
+// perplexity of the real continuation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "eval/shared_prefill.h"
+#include "eval/tasks.h"
+#include "model/model.h"
+
+namespace kvc::eval {
+
+struct EvalSettings {
+  std::vector<std::string> tasks;        // task names (eval/tasks.h); empty: no task runs
+  std::vector<int32_t> lengths;          // prompt lengths in tokens
+  int32_t samples = 4;                   // per (task, length)
+  uint64_t seed = 0;
+  std::vector<PolicyVariant> variants;   // compressing settings (full is always run too)
+  std::vector<int32_t> budgets;          // C: KVs per head row, averaged over rows
+  int32_t fidelity_samples = 2;          // per fidelity length; 0: no fidelity runs
+  std::vector<int32_t> fidelity_lengths; // context tokens
+  int32_t continuation = 128;            // teacher-forced tokens scored
+  bool poison_kv = false;
+};
+
+struct TaskRecord {
+  std::string task;
+  int32_t length = 0;  // requested
+  int32_t sample = 0;
+  int32_t prompt_tokens = 0;
+  std::string policy;  // variant name
+  int32_t budget = 0;  // 0 for full
+  double score = 0.0;  // string_match_all in [0, 1]
+  std::string prediction;
+  std::vector<std::string> answers;
+  double depth = -1.0;
+  ForkStats fork;
+  double decode_seconds = 0.0;
+  int32_t generated_tokens = 0;
+};
+
+struct FidelityRecord {
+  int32_t length = 0;
+  int32_t sample = 0;
+  int32_t context_tokens = 0;
+  int32_t continuation_tokens = 0;
+  std::string policy;
+  int32_t budget = 0;
+  double kl = 0.0;    // mean over positions of KL(full || policy), nats
+  double top1 = 0.0;  // fraction of positions whose argmax equals the full cache's
+  double nll = 0.0;   // mean negative log-likelihood of the real next token, nats
+  ForkStats fork;
+};
+
+struct EvalCallbacks {
+  std::function<void(const TaskRecord&)> on_task;
+  std::function<void(const FidelityRecord&)> on_fidelity;
+  // (units done, units total, what is running); a unit is one (sample, setting) pair.
+  std::function<void(int64_t, int64_t, const std::string&)> on_progress;
+};
+
+// Validates the settings against the model (throws kvc::Error), then runs everything.
+void run_eval(const Model& model, const TextSources& texts, const EvalSettings& settings,
+              const EvalCallbacks& callbacks);
+
+// The fidelity sample: `context` tokens of an Austen novel followed by `continuation + 1`
+// tokens of the same text (the first continuation token is predicted by the prefill and is
+// not scored; the others are). Deterministic in (sample, seed).
+std::vector<int32_t> fidelity_tokens(const Model& model, const TextSources& texts,
+                                     int32_t context, int32_t continuation, int32_t sample,
+                                     uint64_t seed);
+
+// The summed-probability helpers behind FidelityRecord, exposed for tests. logits rows of n_vocab.
+struct LogitComparison {
+  double kl = 0.0;
+  bool same_top1 = false;
+  double nll = 0.0;
+};
+LogitComparison compare_logits(std::span<const float> reference, std::span<const float> candidate,
+                               int32_t target);
+
+}  // namespace kvc::eval

@@ -1,0 +1,176 @@
+// `kvc eval` in quick mode on SmolLM2 (about a minute on 2 cores): the assertions the
+// evaluation must satisfy before any of its figures mean anything.
+//   - the full cache answers the easiest needle task at 1K;
+//   - KV-Compress with a budget that keeps everything reproduces the full cache exactly
+//     (tokens, and zero KL with 100% top-1 on the fidelity text);
+//   - for every policy, KL against the full cache at C=64 exceeds KL at C=512;
+//   - a fork of the shared prefill decodes exactly what Generator::generate produces with the
+//     same policy and budget (the evaluation measures what the engine serves);
+//   - every compressed fork really holds fewer KVs, within one block per row of C.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include "engine/generator.h"
+#include "eval/evaluator.h"
+#include "eval/texts.h"
+#include "model/tokenizer/chat_template.h"
+#include "util/error.h"
+
+namespace kvc::eval {
+namespace {
+
+const std::vector<std::string> kPolicies = {"kvcompress",  "streamingllm", "h2o",
+                                            "snapkv",      "pyramidkv",    "ada-snapkv",
+                                            "random",      "kvcompress-l1"};
+
+class EvalQuick : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string path = KVC_MODEL_DIR "/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (!std::ifstream(path)) return;
+    try {
+      texts_.austen = load_austen_novels();
+    } catch (const Error&) {
+      return;
+    }
+    model_ = Model::load(path).release();
+  }
+  static void TearDownTestSuite() { delete model_; }
+  void SetUp() override {
+    if (model_ == nullptr) {
+      GTEST_SKIP() << "model or Austen texts missing: run scripts/setup.sh";
+    }
+  }
+
+  static EvalSettings quick_settings(std::vector<int32_t> budgets) {
+    EvalSettings s;
+    for (const std::string& p : kPolicies) {
+      s.variants.push_back(make_policy_variant(p, CompressionConfig{}));
+    }
+    s.budgets = std::move(budgets);
+    s.poison_kv = true;
+    return s;
+  }
+
+  static Model* model_;
+  static TextSources texts_;
+};
+
+Model* EvalQuick::model_ = nullptr;
+TextSources EvalQuick::texts_;
+
+TEST_F(EvalQuick, NeedleAt1KIsAnsweredByTheFullCacheAndKeepAllMatchesItExactly) {
+  EvalSettings s = quick_settings({64, 4096});
+  s.tasks = {"niah_single_1"};
+  s.lengths = {1024};
+  s.samples = 1;
+  s.fidelity_samples = 0;
+  std::map<std::pair<std::string, int32_t>, TaskRecord> got;
+  EvalCallbacks cb;
+  cb.on_task = [&](const TaskRecord& r) { got[{r.policy, r.budget}] = r; };
+  run_eval(*model_, texts_, s, cb);
+  ASSERT_EQ(got.size(), 1 + kPolicies.size() * 2);
+
+  const TaskRecord& full = got.at({"full", 0});
+  EXPECT_EQ(full.score, 1.0) << "prediction: " << full.prediction << " answer: "
+                             << full.answers.at(0);
+  EXPECT_GT(full.prompt_tokens, 900);
+  EXPECT_LE(full.prompt_tokens, 1024 + 96);
+  EXPECT_EQ(full.fork.kvs_kept, full.fork.kvs_full);
+
+  for (const std::string& p : kPolicies) {
+    const TaskRecord& keep_all = got.at({p, 4096});
+    EXPECT_EQ(keep_all.prediction, full.prediction) << p;
+    EXPECT_EQ(keep_all.fork.kvs_kept, full.fork.kvs_full) << p;
+    // C=64 on ~1K tokens: real eviction, within one block (16) per row of C on average.
+    const TaskRecord& tight = got.at({p, 64});
+    const int64_t rows = model_->config().n_layer * model_->config().n_head_kv;
+    EXPECT_LE(tight.fork.kvs_kept, (64 + 16) * rows) << p;
+    EXPECT_LT(tight.fork.bytes_kept, full.fork.bytes_full / 8) << p;
+  }
+}
+
+TEST_F(EvalQuick, FidelityLossGrowsAsTheBudgetShrinksForEveryPolicy) {
+  EvalSettings s = quick_settings({64, 512, 4096});
+  s.fidelity_lengths = {1024};
+  s.fidelity_samples = 1;
+  s.continuation = 128;
+  std::map<std::pair<std::string, int32_t>, FidelityRecord> got;
+  EvalCallbacks cb;
+  cb.on_fidelity = [&](const FidelityRecord& r) { got[{r.policy, r.budget}] = r; };
+  run_eval(*model_, texts_, s, cb);
+
+  const FidelityRecord& full = got.at({"full", 0});
+  EXPECT_EQ(full.kl, 0.0);
+  EXPECT_EQ(full.top1, 1.0);
+  EXPECT_GT(std::exp(full.nll), 1.0);
+  EXPECT_LT(std::exp(full.nll), 100.0) << "the model should predict Austen far better than chance";
+  for (const std::string& p : kPolicies) {
+    EXPECT_EQ(got.at({p, 4096}).kl, 0.0) << p;
+    EXPECT_EQ(got.at({p, 4096}).top1, 1.0) << p;
+    EXPECT_EQ(got.at({p, 4096}).nll, full.nll) << p;
+    EXPECT_GT(got.at({p, 64}).kl, got.at({p, 512}).kl) << p;
+    EXPECT_GT(got.at({p, 512}).kl, 0.0) << p;
+  }
+}
+
+TEST_F(EvalQuick, AForkDecodesExactlyWhatTheEngineServes) {
+  const std::vector<int32_t> tokens = fidelity_tokens(*model_, texts_, 700, 8, 3, 0);
+  const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 700);
+  for (const std::string& p : {"kvcompress", "h2o", "ada-snapkv"}) {
+    const PolicyVariant v = make_policy_variant(p, CompressionConfig{});
+    SharedPrefill shared(*model_, 1024, std::span(&v, 1), true);
+    const std::span<const float> logits = shared.prefill(prompt);
+    const auto first =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    const SequenceId fork = shared.fork(v, 32);
+    const std::vector<int32_t> from_fork = shared.greedy(fork, first, 16, {});
+    shared.release(fork);
+
+    EngineConfig engine;
+    engine.max_context = 1024;
+    engine.poison_freed = true;
+    Generator generator(*model_, engine);
+    GenerationRequest request;
+    request.prompt = prompt;
+    request.max_tokens = 16;
+    request.compression = v.config;
+    request.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 32.0, 0};
+    const GenerationStats stats = generator.generate(request, [](int32_t) { return true; });
+    EXPECT_EQ(from_fork, stats.tokens) << p;
+    EXPECT_EQ(stats.compressions, 1) << p;
+  }
+}
+
+TEST_F(EvalQuick, CompareLogitsMatchesHandComputedValues) {
+  // p = softmax(0, ln 3) = (1/4, 3/4); q = (1/2, 1/2): KL = 1/4 ln(1/2) + 3/4 ln(3/2).
+  const float ref[2] = {0.0f, std::log(3.0f)};
+  const float cand[2] = {1.0f, 1.0f};
+  const LogitComparison c = compare_logits(ref, cand, 0);
+  EXPECT_NEAR(c.kl, 0.25 * std::log(0.5) + 0.75 * std::log(1.5), 1e-6);
+  EXPECT_FALSE(c.same_top1);  // argmax 1 vs 0 (ties go to the first index)
+  EXPECT_NEAR(c.nll, std::log(2.0), 1e-6);
+  EXPECT_EQ(compare_logits(ref, ref, 1).kl, 0.0);
+  EXPECT_TRUE(compare_logits(ref, ref, 1).same_top1);
+}
+
+TEST_F(EvalQuick, BadSettingsAreRejectedWithAMessage) {
+  EvalSettings s = quick_settings({64});
+  s.tasks = {"no_such_task"};
+  s.lengths = {1024};
+  EXPECT_THROW(run_eval(*model_, texts_, s, {}), Error);
+  s.tasks = {"niah_single_1"};
+  s.lengths = {100000};
+  EXPECT_THROW(run_eval(*model_, texts_, s, {}), Error);
+  s.lengths = {1024};
+  s.budgets = {0};
+  EXPECT_THROW(run_eval(*model_, texts_, s, {}), Error);
+  EXPECT_THROW(make_policy_variant("kvcompress-bogus", CompressionConfig{}), Error);
+  EXPECT_THROW(make_policy_variant("nope", CompressionConfig{}), Error);
+}
+
+}  // namespace
+}  // namespace kvc::eval
