@@ -10,8 +10,10 @@ out="${1:-results/eval_smollm2.jsonl}"
 shift || true
 mkdir -p "$(dirname "$out")"
 [ -x build/release/kvc ] || { echo "build first: scripts/setup.sh" >&2; exit 1; }
-build/release/kvc eval --lengths 1024,2048 --samples 2 --fidelity-lengths 2048 \
-  --fidelity-samples 2 --out "$out" "$@"
+build/release/kvc eval -t 2 --lengths 1024,2048 --samples 2 --fidelity-lengths 2048 \
+  --fidelity-samples 2 \
+  --policies kvcompress,streamingllm,h2o,snapkv,pyramidkv,ada-snapkv,random,kvcompress-l1 \
+  --out "$out" "$@"
 python=python3
 [ -x .venv/bin/python ] && python=.venv/bin/python
 if ! "$python" -c 'import matplotlib, numpy' 2>/dev/null; then

@@ -165,6 +165,10 @@ void run(EvalOptions o) {
     for (const eval::TaskInfo& t : eval::task_infos()) o.tasks.emplace_back(t.name);
   }
   if (o.fidelity_samples == 0) o.fidelity_lengths.clear();
+  for (const std::string& t : o.tasks) eval::task_info(t);  // bad names fail before any loading
+  if (o.tasks.empty() && o.fidelity_lengths.empty()) {
+    fail("nothing to evaluate: --no-tasks with --fidelity-samples 0");
+  }
 
   const CompressionConfig base = policy_tuning_config(o.tuning);
   eval::EvalSettings s;
@@ -191,7 +195,6 @@ void run(EvalOptions o) {
   const ModelConfig& mc = model->config();
   eval::TextSources texts;
   texts.austen = eval::load_austen_novels();
-  if (!s.tasks.empty()) texts.jargon = eval::load_jargon();
 
   const auto write = [&](const json& j) {
     if (out.is_open()) {
@@ -300,8 +303,8 @@ void register_eval(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
   CLI::App* cmd = app.add_subcommand(
       "eval",
-      "Compare KV policies at equal memory: long-context tasks (RULER recipes over the Austen "
-      "novels and the Jargon File) and fidelity on real text, one shared prefill per sample");
+      "Compare KV policies at equal memory: long-context tasks (RULER recipes, haystacks of noise "
+      "or Austen prose) and fidelity on Austen text, one shared prefill per sample");
   add_model_options(*cmd, o->model);
   std::string task_help = "Tasks to run, comma-separated (default: all):";
   for (const eval::TaskInfo& t : eval::task_infos()) {

@@ -46,7 +46,7 @@ void validate(const Model& model, const EvalSettings& s) {
   const int32_t ctx = model.config().n_ctx_train;
   for (const std::string& t : s.tasks) task_info(t);  // throws on unknown names
   if (!s.tasks.empty() && s.lengths.empty()) fail("no task lengths given");
-  for (int32_t len : s.lengths) {
+  for (int32_t len : s.tasks.empty() ? std::vector<int32_t>{} : s.lengths) {
     if (len < 256) fail("task length {} is too short (at least 256 tokens)", len);
     if (len + kPromptOverhead + 128 > ctx) {
       fail("task length {} does not fit the model's context of {} tokens", len, ctx);
@@ -140,8 +140,10 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   }
 
   int32_t max_context = 0;
-  for (int32_t len : settings.lengths) {
-    max_context = std::max(max_context, len + kPromptOverhead + 128);
+  if (!settings.tasks.empty()) {
+    for (int32_t len : settings.lengths) {
+      max_context = std::max(max_context, len + kPromptOverhead + 128);
+    }
   }
   for (int32_t len : settings.fidelity_lengths) {
     max_context = std::max(max_context, len + settings.continuation + 2);
