@@ -610,9 +610,16 @@ def render_markdown(data: Data, title: str, regen: str, markdown_path: str,
                       if r.get("n_layer") and r.get("n_head_kv")])
     if shapes:
         lines.append(f"- **Model shape:** {', '.join(shapes)}")
-    for key, label in (("samples", "Samples per task and length"), ("seed", "Seed")):
-        if any(key in r for r in data.runs):
-            lines.append(f"- **{label}:** {run_field(key)}")
+    def field_of(key, runs):
+        vals = _dedupe([str(r[key]) for r in runs if r.get(key) not in (None, "")])
+        return ", ".join(vals)
+    # A run's sample counts mean something only for the parts it ran.
+    for key, label, part in (("samples", "Samples per task and length", "tasks"),
+                             ("fidelity_samples", "Fidelity samples per length", "fidelity_lengths"),
+                             ("seed", "Seed", None)):
+        runs = [r for r in data.runs if part is None or r.get(part)]
+        if field_of(key, runs):
+            lines.append(f"- **{label}:** {field_of(key, runs)}")
     counts = (f"{len(data.tasks)} task, {len(data.fidelity)} fidelity and {len(data.retained)} "
               f"retained records from {len(data.files)} file(s)")
     if data.ignored:
