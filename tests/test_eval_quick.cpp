@@ -14,6 +14,7 @@
 #include <map>
 
 #include "engine/generator.h"
+#include "engine/sampler.h"
 #include "eval/evaluator.h"
 #include "eval/texts.h"
 #include "model/tokenizer/chat_template.h"
@@ -124,8 +125,7 @@ TEST_F(EvalQuick, AForkDecodesExactlyWhatTheEngineServes) {
     const PolicyVariant v = make_policy_variant(p, CompressionConfig{});
     SharedPrefill shared(*model_, 1024, std::span(&v, 1), true);
     const std::span<const float> logits = shared.prefill(prompt);
-    const auto first =
-        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    const int32_t first = argmax(logits);
     const SequenceId fork = shared.fork(v, 32);
     const std::vector<int32_t> from_fork = shared.greedy(fork, first, 16, {});
     shared.release(fork);

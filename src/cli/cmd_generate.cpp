@@ -75,11 +75,7 @@ void run_generate(const GenerateOptions& o) {
     };
   }
   request.sampling = o.sampling;
-  if (!o.ignore_eos) {
-    for (int32_t id = 0; id < tok.vocab_size(); ++id) {
-      if (tok.is_end_of_generation(id)) request.stop_tokens.push_back(id);
-    }
-  }
+  if (!o.ignore_eos) request.stop_tokens = tok.end_of_generation_ids();
 
   Generator generator(*model, engine_config(o.cache, model->config()));
   const GenerationStats stats = generator.generate(request, [&](int32_t token) {
@@ -91,10 +87,7 @@ void run_generate(const GenerateOptions& o) {
     return true;
   });
 
-  std::string output;
-  for (int32_t t : stats.tokens) {
-    if (!tok.is_control(t)) output += tok.token_to_piece(t);
-  }
+  const std::string output = tok.decode(stats.tokens, false);
   const ModelConfig& mc = model->config();
   const double ratio = stats.kv_bytes > 0 ? static_cast<double>(stats.full_cache_bytes) / stats.kv_bytes : 0;
   if (o.json) {

@@ -7,16 +7,9 @@
 
 #include "kv/compaction.h"
 #include "util/error.h"
+#include "util/timing.h"
 
 namespace kvc {
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
-
 EvictionPlan plan_eviction(const PagedKvCache& cache, SequenceId seq, int64_t budget_target,
                            const CompressionConfig& config, int64_t max_blocks) {
   BaselineOptions b;
@@ -50,9 +43,11 @@ EvictionPlan plan_eviction(const PagedKvCache& cache, SequenceId seq, int64_t bu
       return plan_ada_snapkv_eviction(cache, seq, budget_target, b);
     case KvPolicy::kRandom:
       // Without the attention sinks random eviction breaks the model erratically: on SmolLM2,
-      // 1K Austen contexts, KL grew from 1.10 at C=64 to 1.54 at C=512 (sinks lost in some rows
-      // but not others); with them it falls monotonically (docs/results.md). Sinks make it the
-      // floor that isolates which middle tokens a policy picks.
+      // 3 Austen contexts of 1K, KL grew from 1.10 at C=64 to 1.54 at C=512 (sinks lost in some
+      // rows but not others); with one sink it fell from 0.31 to 0.10 (`kvc eval --no-tasks
+      // --policies random --budgets 64,128,256,512 --fidelity-lengths 1024 --fidelity-samples 3
+      // --streaming-sinks 0`, then `--streaming-sinks 1`). Sinks make it the floor that isolates
+      // which middle tokens a policy picks.
       b.sink_tokens = std::max(config.planner.sink_tokens, config.streaming_sinks);
       return plan_random_eviction(cache, seq, budget_target, b);
   }

@@ -5,16 +5,9 @@
 
 #include "compress/prefill_metrics.h"
 #include "util/error.h"
+#include "util/timing.h"
 
 namespace kvc {
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
-
 double GenerationStats::prefill_tokens_per_second() const {
   return prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0.0;
 }

@@ -5,20 +5,14 @@
 #include <cmath>
 
 #include "model/tokenizer/chat_template.h"
+#include "engine/sampler.h"
 #include "util/error.h"
+#include "util/timing.h"
 
 namespace kvc::eval {
 namespace {
 
 constexpr int32_t kPromptOverhead = 96;  // chat template + answer prefix beyond the task input
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-int32_t argmax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
 
 // log(sum(exp(x))) over a row, in double.
 double log_sum_exp(std::span<const float> x) {
@@ -26,14 +20,6 @@ double log_sum_exp(std::span<const float> x) {
   double s = 0.0;
   for (float v : x) s += std::exp(static_cast<double>(v) - m);
   return m + std::log(s);
-}
-
-std::string visible_text(const Tokenizer& tok, std::span<const int32_t> tokens) {
-  std::string text;
-  for (int32_t t : tokens) {
-    if (!tok.is_control(t)) text += tok.token_to_piece(t);
-  }
-  return text;
 }
 
 // The variants run per sample: full first, then every compressing variant at every budget.
@@ -126,10 +112,7 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
               const EvalCallbacks& callbacks) {
   validate(model, settings);
   const Tokenizer& tok = model.tokenizer();
-  std::vector<int32_t> stop_tokens;
-  for (int32_t id = 0; id < tok.vocab_size(); ++id) {
-    if (tok.is_end_of_generation(id)) stop_tokens.push_back(id);
-  }
+  const std::vector<int32_t> stop_tokens = tok.end_of_generation_ids();
 
   const PolicyVariant full = make_policy_variant("full", settings.variants.empty()
                                                              ? CompressionConfig{}
@@ -195,7 +178,7 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
           rec.prompt_tokens = static_cast<int32_t>(prompt.size());
           rec.policy = r.variant->name;
           rec.budget = r.budget;
-          rec.prediction = visible_text(tok, out);
+          rec.prediction = tok.decode(out, false);
           rec.answers = sample.answers;
           rec.score = string_match_all(rec.prediction, rec.answers);
           rec.depth = sample.depth;

@@ -4,7 +4,9 @@
 #include <chrono>
 
 #include "compress/prefill_metrics.h"
+#include "engine/sampler.h"
 #include "util/error.h"
+#include "util/timing.h"
 
 namespace kvc::eval {
 namespace {
@@ -150,8 +152,7 @@ SequenceId SharedPrefill::fork(const PolicyVariant& variant, int32_t budget, For
         stats->retained_per_row.push_back(cache_.row(seq, l, h).length);
       }
     }
-    stats->compress_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stats->compress_seconds = seconds_since(start);
   }
   return seq;
 }
@@ -175,8 +176,7 @@ std::vector<int32_t> SharedPrefill::greedy(SequenceId fork, int32_t first, int32
     options.metric = fork_metric_;
     const std::span<const float> logits = forward_.run(cache_, fork, token, position, options);
     ++fork_len_;
-    out.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                       logits.begin()));
+    out.push_back(argmax(logits));
   }
   return out;
 }

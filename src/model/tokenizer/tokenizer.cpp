@@ -245,6 +245,14 @@ bool Tokenizer::is_control(int32_t id) const {
   return types_[id] == TokenType::CONTROL || types_[id] == TokenType::UNKNOWN;
 }
 
+std::vector<int32_t> Tokenizer::end_of_generation_ids() const {
+  std::vector<int32_t> ids;
+  for (int32_t id = 0; id < vocab_size(); ++id) {
+    if (is_end_of_generation(id)) ids.push_back(id);
+  }
+  return ids;
+}
+
 bool Tokenizer::is_end_of_generation(int32_t id) const {
   return std::binary_search(end_of_generation_.begin(), end_of_generation_.end(), id);
 }

@@ -75,6 +75,8 @@ class Tokenizer {
   bool is_control(int32_t id) const;
   // Whether generation stops at `id`: eos, eot and llama.cpp's list of end-of-generation texts.
   bool is_end_of_generation(int32_t id) const;
+  // Every id for which is_end_of_generation holds (the stop list of a generation request).
+  std::vector<int32_t> end_of_generation_ids() const;
   const std::string& pre_name() const { return pre_name_; }
 
  private:
