@@ -1,9 +1,11 @@
-// Throughput of the row kernels: vec_dot per weight type, scalar reference vs the dispatched
-// (AVX2 where available) kernel, for row lengths of the models we target (576: SmolLM2-135M
+// Throughput of the row kernels: vec_dot per weight type, the scalar reference against every
+// x86 kernel set this CPU runs (avx2, avx512, avx512-vnni), for row lengths of the models we target (576: SmolLM2-135M
 // hidden size, 1536: its FFN, 4096: 7B-class hidden size). Also activation quantization.
 // One row is dotted repeatedly, so data stays in L1: this measures compute, not memory.
 //
 //   bench_quant --benchmark_filter='vec_dot/q4_1'   (bytes_per_second counts weight bytes)
+//
+// Compare sets as ratios within one run (the machines are shared and noisy).
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -11,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/quant_avx2.h"
+#include "kernels/cpu/quant_avx512.h"
+#include "kernels/cpu_features.h"
 #include "kernels/quant.h"
 #include "kernels/types.h"
 #include "util/fp16.h"
@@ -74,55 +79,69 @@ DotData make_data(TensorType type, int64_t n) {
   return data;
 }
 
-template <bool kReference>
-void bench_vec_dot(benchmark::State& state, TensorType type, int64_t n) {
+// The native kernel sets this CPU runs, with the reference first (set == nullptr).
+std::vector<const cpu::RowKernelSet*> kernel_sets() {
+  std::vector<const cpu::RowKernelSet*> sets = {nullptr};
+  const KernelIsa best = cpu_best_kernel_isa();
+  if (best >= KernelIsa::kAvx2) sets.push_back(&avx2::kRowKernels);
+  if (best >= KernelIsa::kAvx512) sets.push_back(&avx512::kRowKernels);
+  if (best >= KernelIsa::kAvx512Vnni) sets.push_back(&avx512_vnni::kRowKernels);
+  return sets;
+}
+
+void bench_vec_dot(benchmark::State& state, const cpu::RowKernelSet* set, TensorType type,
+                   int64_t n) {
   const DotData data = make_data(type, n);
+  const cpu::VecDotFn kernel = set ? set->vec_dot(type) : nullptr;
   for (auto _ : state) {
-    const float r = kReference
-                        ? reference::vec_dot(type, n, data.weights.data(), data.activations.data())
-                        : vec_dot(type, n, data.weights.data(), data.activations.data());
+    const float r = kernel ? kernel(n, data.weights.data(), data.activations.data())
+                           : reference::vec_dot(type, n, data.weights.data(), data.activations.data());
     benchmark::DoNotOptimize(r);
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(data.weights.size()));
   state.SetItemsProcessed(state.iterations() * n);
-  state.SetLabel(kReference ? "reference" : cpu_kernel_isa());
 }
 
-template <bool kReference>
-void bench_quantize(benchmark::State& state, TensorType dot_type, int64_t n) {
+void bench_quantize(benchmark::State& state, const cpu::RowKernelSet* set, TensorType dot_type,
+                    int64_t n) {
   std::vector<float> x(n);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (auto& v : x) v = normal(rng);
   Bytes out(row_bytes(dot_type, n));
+  const cpu::QuantizeRowFn kernel = set ? set->quantize(dot_type) : nullptr;
   for (auto _ : state) {
-    if (kReference) {
-      reference::quantize_row_for_dot(dot_type, x.data(), out.data(), n);
+    if (kernel) {
+      kernel(x.data(), out.data(), n);
     } else {
-      quantize_row_for_dot(dot_type, x.data(), out.data(), n);
+      reference::quantize_row_for_dot(dot_type, x.data(), out.data(), n);
     }
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(state.iterations() * n);
-  state.SetLabel(kReference ? "reference" : cpu_kernel_isa());
 }
 
 void register_all() {
+  const std::vector<const cpu::RowKernelSet*> sets = kernel_sets();
+  const auto set_name = [](const cpu::RowKernelSet* set) {
+    return std::string(set ? set->name : "reference");
+  };
   for (TensorType type : kWeightTypes) {
     for (int64_t n : {576, 1536, 4096}) {
       if (n % type_traits(type).block_elems != 0) continue;  // 576 is not a K-quant row length
       const std::string name =
-          "vec_dot/" + std::string(type_traits(type).name) + "/" + std::to_string(n);
-      benchmark::RegisterBenchmark((name + "/reference").c_str(), bench_vec_dot<true>, type, n);
-      benchmark::RegisterBenchmark((name + "/dispatched").c_str(), bench_vec_dot<false>, type, n);
+          "vec_dot/" + std::string(type_traits(type).name) + "/" + std::to_string(n) + "/";
+      for (const cpu::RowKernelSet* set : sets) {
+        benchmark::RegisterBenchmark((name + set_name(set)).c_str(), bench_vec_dot, set, type, n);
+      }
     }
   }
   for (TensorType dot_type : {TensorType::Q8_0, TensorType::Q8_1, TensorType::Q8_K}) {
-    const std::string name = "quantize/" + std::string(type_traits(dot_type).name) + "/4096";
-    benchmark::RegisterBenchmark((name + "/reference").c_str(), bench_quantize<true>, dot_type,
-                                 4096);
-    benchmark::RegisterBenchmark((name + "/dispatched").c_str(), bench_quantize<false>, dot_type,
-                                 4096);
+    const std::string name = "quantize/" + std::string(type_traits(dot_type).name) + "/4096/";
+    for (const cpu::RowKernelSet* set : sets) {
+      benchmark::RegisterBenchmark((name + set_name(set)).c_str(), bench_quantize, set, dot_type,
+                                   4096);
+    }
   }
 }
 

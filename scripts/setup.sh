@@ -11,6 +11,7 @@ PACKAGES=(
   build-essential cmake pkg-config git python3
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libfmt-dev zlib1g-dev
+  libsimde-dev
   jargon-text r-cran-janeaustenr
 )
 

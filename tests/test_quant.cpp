@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/quant_avx2.h"
+#include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"
 #include "kernels/quant.h"
 #include "kernels/types.h"
@@ -194,8 +196,9 @@ const TensorType kWeightTypes[] = {TensorType::F32,  TensorType::F16,  TensorTyp
 
 std::vector<int64_t> row_lengths(TensorType type) {
   if (type_traits(type).block_elems == 256) return {256, 512, 4096};
-  if (type_traits(type).block_elems == 32) return {32, 64, 256, 512, 4096};
-  return {1, 7, 32, 33, 47, 61, 256, 512, 4096};  // float types: any length, tails included
+  // Odd block counts (1, 3, 5) reach the AVX-512 kernels' half-filled last vector.
+  if (type_traits(type).block_elems == 32) return {32, 64, 96, 160, 256, 512, 4096};
+  return {1, 7, 32, 33, 47, 61, 79, 256, 512, 4096};  // float types: any length, tails included
 }
 
 // ---- dequantization -------------------------------------------------------------------------
@@ -547,6 +550,147 @@ TEST(VecDot, DispatchedMatchesReference) {
       EXPECT_NEAR(got, expected, 1e-5 * c.magnitude + 1e-30);
     }
   }
+}
+
+// ---- every x86 kernel set, not only the one the dispatcher picks ------------------------------
+
+struct KernelSetCase {
+  const cpu::RowKernelSet* set;
+  KernelIsa needs;  // what the CPU must run for this build of the set
+};
+
+// The *_emulated sets are the AVX-512 sources compiled against SIMDe (AVX2 code), so every
+// AVX2 machine checks the AVX-512 logic; the native sets run where the CPU has AVX-512.
+const KernelSetCase kKernelSets[] = {
+    {&avx2::kRowKernels, KernelIsa::kAvx2},
+    {&avx512::kRowKernels, KernelIsa::kAvx512},
+    {&avx512_vnni::kRowKernels, KernelIsa::kAvx512Vnni},
+    {&avx512_emulated::kRowKernels, KernelIsa::kAvx2},
+    {&avx512_vnni_emulated::kRowKernels, KernelIsa::kAvx2},
+};
+
+void PrintTo(const KernelSetCase& c, std::ostream* os) { *os << c.set->name; }
+
+class KernelSetTest : public ::testing::TestWithParam<KernelSetCase> {
+ protected:
+  void SetUp() override {
+    if (cpu_best_kernel_isa() < GetParam().needs) {
+      GTEST_SKIP() << GetParam().set->name << " needs " << kernel_isa_name(GetParam().needs)
+                   << "; this CPU runs " << kernel_isa_name(cpu_best_kernel_isa());
+    }
+  }
+  const cpu::RowKernelSet& set() const { return *GetParam().set; }
+};
+
+TEST_P(KernelSetTest, HasKernelsForEveryWeightAndDotType) {
+  for (TensorType type : kWeightTypes) {
+    SCOPED_TRACE(type_traits(type).name);
+    EXPECT_NE(set().vec_dot(type), nullptr);
+    if (type != TensorType::F32) EXPECT_NE(set().dequantize(type), nullptr);  // F32: a copy
+  }
+  for (const DotTypeCase& dt : kDotTypes) EXPECT_NE(set().quantize(dt.type), nullptr);
+}
+
+TEST_P(KernelSetTest, DequantizeMatchesReferenceBitExact) {
+  std::mt19937 rng(11);
+  for (TensorType type : kWeightTypes) {
+    const auto kernel = set().dequantize(type);
+    if (!kernel) continue;
+    for (int64_t n : row_lengths(type)) {
+      SCOPED_TRACE(std::string(type_traits(type).name) + " n=" + std::to_string(n));
+      const Bytes row = random_row(type, n, rng);
+      const std::vector<float> expected = dequantized(type, row, n);
+      std::vector<float> got(n, NAN);
+      kernel(row.data(), got.data(), n);
+      ASSERT_EQ(std::memcmp(got.data(), expected.data(), n * sizeof(float)), 0);
+    }
+  }
+}
+
+TEST_P(KernelSetTest, QuantizeForDotMatchesReferenceBitExact) {
+  std::mt19937 rng(12);
+  for (const DotTypeCase& dt : kDotTypes) {
+    const auto kernel = set().quantize(dt.type);
+    ASSERT_NE(kernel, nullptr);
+    for (int64_t n : {256, 512, 4096}) {
+      for (const std::vector<float>& x : activation_cases(n, rng)) {
+        SCOPED_TRACE(std::string(type_traits(dt.type).name) + " n=" + std::to_string(n));
+        Bytes ref(row_bytes(dt.type, n)), got(row_bytes(dt.type, n), 0xAB);
+        reference::quantize_row_for_dot(dt.type, x.data(), ref.data(), n);
+        kernel(x.data(), got.data(), n);
+        ASSERT_EQ(std::memcmp(ref.data(), got.data(), ref.size()), 0);
+      }
+    }
+  }
+}
+
+TEST_P(KernelSetTest, VecDotMatchesReference) {
+  std::mt19937 rng(13);
+  for (TensorType type : kWeightTypes) {
+    const auto kernel = set().vec_dot(type);
+    ASSERT_NE(kernel, nullptr);
+    for (int64_t n : row_lengths(type)) {
+      SCOPED_TRACE(std::string(type_traits(type).name) + " n=" + std::to_string(n));
+      const DotCase c = make_dot_case(type, n, rng);
+      const float expected = reference::vec_dot(type, n, c.weights.data(), c.activations.data());
+      // Only the float accumulation order differs (blocks and lanes summed in float).
+      EXPECT_NEAR(kernel(n, c.weights.data(), c.activations.data()), expected,
+                  1e-5 * c.magnitude + 1e-30);
+    }
+  }
+}
+
+// Extreme quants: weights at both ends of their range against activations of +-127, where
+// an int16 saturation or a lost sign in the integer path would show.
+TEST_P(KernelSetTest, VecDotExtremeQuantsExact) {
+  for (TensorType type : kWeightTypes) {
+    const TypeTraits& traits = type_traits(type);
+    if (traits.block_elems == 1) continue;
+    const int64_t n = 4 * traits.block_elems * (traits.block_elems == 32 ? 3 : 1);
+    for (uint8_t fill : {0x00, 0xFF, 0x80, 0x7F, 0x0F, 0xF0}) {
+      SCOPED_TRACE(std::string(traits.name) + " fill=" + std::to_string(fill));
+      std::mt19937 rng(fill);
+      Bytes w = random_row(type, n, rng);  // realistic scales ...
+      const size_t bb = traits.block_bytes;
+      for (size_t b = 0; b < w.size() / bb; ++b) {  // ... then every quant byte = fill
+        Bytes scales(w.begin() + b * bb, w.begin() + (b + 1) * bb);
+        std::fill(w.begin() + b * bb, w.begin() + (b + 1) * bb, fill);
+        for (const ScaleField& f : scale_fields(type))
+          std::memcpy(w.data() + b * bb + f.offset, scales.data() + f.offset, 2);
+      }
+      std::vector<float> x(n);
+      for (int64_t i = 0; i < n; ++i) x[i] = (i % 3 == 0) ? -1.0f : 1.0f;
+      Bytes a(row_bytes(traits.dot_type, n));
+      reference::quantize_row_for_dot(traits.dot_type, x.data(), a.data(), n);
+      const std::vector<float> wf = dequantized(type, w, n), af = dequantized(traits.dot_type, a, n);
+      double magnitude = 0.0;
+      for (int64_t i = 0; i < n; ++i) magnitude += std::fabs(static_cast<double>(wf[i]) * af[i]);
+      const float expected = reference::vec_dot(type, n, w.data(), a.data());
+      const float got = set().vec_dot(type)(n, w.data(), a.data());
+      EXPECT_NEAR(got, expected, 1e-5 * magnitude + 1e-6);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(X86, KernelSetTest, ::testing::ValuesIn(kKernelSets),
+                         [](const ::testing::TestParamInfo<KernelSetCase>& info) {
+                           std::string name = info.param.set->name;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(KernelIsa, NamesRoundTripAndCapsApply) {
+  for (KernelIsa isa :
+       {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512, KernelIsa::kAvx512Vnni}) {
+    EXPECT_EQ(parse_kernel_isa(kernel_isa_name(isa)), isa);
+  }
+  EXPECT_EQ(parse_kernel_isa("avx1024"), std::nullopt);
+  EXPECT_STREQ(cpu_kernel_isa(), kernel_isa_name(cpu_best_kernel_isa()));
+  limit_kernel_isa(KernelIsa::kAvx2);
+  EXPECT_LE(active_kernel_isa(), KernelIsa::kAvx2);
+  EXPECT_EQ(active_kernel_isa(), std::min(KernelIsa::kAvx2, cpu_best_kernel_isa()));
+  force_scalar_kernels(false);
+  EXPECT_EQ(active_kernel_isa(), cpu_best_kernel_isa());
 }
 
 TEST(VecDot, ForcedScalarUsesReference) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "kernels/quant.h"
 #include "cli/common_options.h"
 #include "engine/generator.h"
 
@@ -68,6 +69,7 @@ void run_bench(const BenchOptions& o) {
     j["engine"] = "kvc";
     j["model"] = o.model.model_path;
     j["threads"] = o.model.threads;
+    j["kernels"] = cpu_kernel_isa();
     j["prompt_tokens"] = o.prompt_tokens;
     j["gen_tokens"] = o.gen_tokens;
     j["prefill_tokens_per_second"] = prefill_median;
@@ -80,10 +82,11 @@ void run_bench(const BenchOptions& o) {
     j["full_cache_mib_at_end"] = full_mib;
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("prefill (%d tokens): %.1f tok/s   decode (%d tokens): %.1f tok/s   (median of %d)\n"
+    std::printf("prefill (%d tokens): %.1f tok/s   decode (%d tokens): %.1f tok/s   (median of %d, "
+                "%s kernels)\n"
                 "KV cache at the end: %.2f MiB (full cache: %.2f MiB) with %s\n",
-                o.prompt_tokens, prefill_median, o.gen_tokens, decode_median, o.repeat, kv_mib,
-                full_mib, describe(compression).c_str());
+                o.prompt_tokens, prefill_median, o.gen_tokens, decode_median, o.repeat,
+                cpu_kernel_isa(), kv_mib, full_mib, describe(compression).c_str());
   }
 }
 

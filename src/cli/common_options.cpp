@@ -18,8 +18,10 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   app.add_option("--kernels", o.kernels,
-                 "CPU kernels: auto (fastest the CPU supports) or scalar (reference loops)")
-      ->check(CLI::IsMember({"auto", "scalar"}))
+                 "CPU kernels: auto (the fastest this CPU runs), or at most avx512-vnni, avx512, "
+                 "avx2 or scalar (the reference loops); this CPU runs up to " +
+                     std::string(kernel_isa_name(cpu_best_kernel_isa())))
+      ->check(CLI::IsMember({"auto", "avx512-vnni", "avx512", "avx2", "scalar"}))
       ->capture_default_str();
 }
 
@@ -179,7 +181,16 @@ CompressionConfig compression_config(const CompressionOptions& o) {
 
 std::unique_ptr<Model> load_model(const ModelOptions& o) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
-  force_scalar_kernels(o.kernels == "scalar");
+  if (o.kernels == "auto") {
+    force_scalar_kernels(false);
+  } else {
+    const KernelIsa requested = *parse_kernel_isa(o.kernels);  // checked by CLI11
+    if (requested > cpu_best_kernel_isa()) {
+      throw Error(fmt::format("--kernels {}: this CPU runs at most {}", o.kernels,
+                              kernel_isa_name(cpu_best_kernel_isa())));
+    }
+    limit_kernel_isa(requested);
+  }
   std::string path = o.model_path;
   if (path == kDefaultModel && !std::filesystem::exists(path)) {
     // Run from another directory: look for the default model beside the build tree

@@ -132,8 +132,8 @@ static_assert(sizeof(BlockQ8_K) == 292);
 // Sub-blocks 0..3 keep their low 6 bits in bytes 0..3 (scale) and 4..7 (min); sub-blocks 4..7
 // keep their low 4 bits in the nibbles of bytes 8..11 and their top 2 bits in the top 2 bits
 // of bytes 0..3 (scale) and 4..7 (min). Same result as ggml's get_scale_min_k4 for j = 0..7.
-// Not for use in *_avx2.cpp: an inline function emitted there could carry AVX2 instructions
-// into the linker's single copy used by every translation unit.
+// Not for use in *_avx2.cpp or *_avx512.cpp: an inline function emitted there could carry SIMD
+// instructions into the linker's single copy used by every translation unit.
 inline void unpack_scales_mins_k4(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
   for (int j = 0; j < 4; ++j) {
     scales[j] = packed[j] & 63;

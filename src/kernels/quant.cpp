@@ -1,11 +1,16 @@
-// Run-time dispatch of the row kernels: AVX2 when the CPU has AVX2+FMA+F16C (detected once,
-// see cpu_features.h) and scalar kernels were not forced; the scalar reference otherwise and
-// for every type without an AVX2 kernel.
+// Run-time dispatch of the row kernels to the active kernel set (cpu_features.h): AVX-512
+// VNNI, AVX-512 or AVX2, each tabled once per type on first use; the scalar reference for a
+// type the set has no kernel for, and when scalar kernels are forced.
 #include "kernels/quant.h"
 
 #include <array>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
 
 #include "kernels/cpu/quant_avx2.h"
+#include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"
 #include "util/error.h"
 
@@ -15,26 +20,48 @@ namespace {
 // Type ids are small (ggml numbering, BF16 = 30 is the largest we know).
 constexpr size_t kMaxTypeId = 32;
 
-struct Avx2Kernels {
-  std::array<avx2::DequantizeRowFn, kMaxTypeId> dequantize{};
-  std::array<avx2::QuantizeRowFn, kMaxTypeId> quantize{};
-  std::array<avx2::VecDotFn, kMaxTypeId> vec_dot{};
+struct KernelTable {
+  std::array<cpu::DequantizeRowFn, kMaxTypeId> dequantize{};
+  std::array<cpu::QuantizeRowFn, kMaxTypeId> quantize{};
+  std::array<cpu::VecDotFn, kMaxTypeId> vec_dot{};
 };
 
-// Built on first use, and only once the CPU is known to run AVX2 code.
-const Avx2Kernels& avx2_kernels() {
-  static const Avx2Kernels kernels = [] {
-    Avx2Kernels k;
-    for (uint32_t id = 0; id < kMaxTypeId; ++id) {
-      if (!find_type_traits(id)) continue;
-      const auto type = static_cast<TensorType>(id);
-      k.dequantize[id] = avx2::dequantize_row_kernel(type);
-      k.quantize[id] = avx2::quantize_row_kernel(type);
-      k.vec_dot[id] = avx2::vec_dot_kernel(type);
+KernelTable make_table(const cpu::RowKernelSet& set) {
+  KernelTable t;
+  for (uint32_t id = 0; id < kMaxTypeId; ++id) {
+    if (!find_type_traits(id)) continue;
+    const auto type = static_cast<TensorType>(id);
+    t.dequantize[id] = set.dequantize(type);
+    t.quantize[id] = set.quantize(type);
+    t.vec_dot[id] = set.vec_dot(type);
+  }
+  return t;
+}
+
+// Set by override_row_kernels_for_testing; nullptr in normal runs.
+std::atomic<const KernelTable*> g_override{nullptr};
+
+// The active set's table; nullptr for the scalar reference. Tables are built only once the
+// CPU is known to run their instructions (active_kernel_isa never exceeds the CPU's best).
+const KernelTable* active_table() {
+  if (const KernelTable* table = g_override.load(std::memory_order_relaxed)) return table;
+  switch (active_kernel_isa()) {
+    case KernelIsa::kScalar:
+      return nullptr;
+    case KernelIsa::kAvx2: {
+      static const KernelTable table = make_table(avx2::kRowKernels);
+      return &table;
     }
-    return k;
-  }();
-  return kernels;
+    case KernelIsa::kAvx512: {
+      static const KernelTable table = make_table(avx512::kRowKernels);
+      return &table;
+    }
+    case KernelIsa::kAvx512Vnni: {
+      static const KernelTable table = make_table(avx512_vnni::kRowKernels);
+      return &table;
+    }
+  }
+  return nullptr;
 }
 
 size_t type_index(TensorType type) {
@@ -49,8 +76,8 @@ void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) {
   const TypeTraits& traits = type_traits(type);
   KVC_ASSERT(traits.weights_supported || type == TensorType::Q8_1 || type == TensorType::Q8_K);
   KVC_ASSERT(n >= 0 && n % traits.block_elems == 0);
-  if (cpu_has_avx2()) {
-    if (const auto kernel = avx2_kernels().dequantize[type_index(type)]) return kernel(src, dst, n);
+  if (const KernelTable* table = active_table()) {
+    if (const auto kernel = table->dequantize[type_index(type)]) return kernel(src, dst, n);
   }
   reference::dequantize_row(type, src, dst, n);
 }
@@ -59,9 +86,8 @@ void quantize_row_for_dot(TensorType dot_type, const float* src, void* dst, int6
   KVC_ASSERT(dot_type == TensorType::F32 || dot_type == TensorType::Q8_0 ||
              dot_type == TensorType::Q8_1 || dot_type == TensorType::Q8_K);
   KVC_ASSERT(n >= 0 && n % type_traits(dot_type).block_elems == 0);
-  if (cpu_has_avx2()) {
-    if (const auto kernel = avx2_kernels().quantize[type_index(dot_type)])
-      return kernel(src, dst, n);
+  if (const KernelTable* table = active_table()) {
+    if (const auto kernel = table->quantize[type_index(dot_type)]) return kernel(src, dst, n);
   }
   reference::quantize_row_for_dot(dot_type, src, dst, n);
 }
@@ -70,13 +96,27 @@ float vec_dot(TensorType weight_type, int64_t n, const void* weight_row, const v
   const TypeTraits& traits = type_traits(weight_type);
   KVC_ASSERT(traits.weights_supported);
   KVC_ASSERT(n >= 0 && n % traits.block_elems == 0);
-  if (cpu_has_avx2()) {
-    if (const auto kernel = avx2_kernels().vec_dot[type_index(weight_type)])
+  if (const KernelTable* table = active_table()) {
+    if (const auto kernel = table->vec_dot[type_index(weight_type)])
       return kernel(n, weight_row, activations);
   }
   return reference::vec_dot(weight_type, n, weight_row, activations);
 }
 
-const char* cpu_kernel_isa() { return cpu_has_avx2() ? "avx2" : "scalar"; }
+const char* cpu_kernel_isa() { return kernel_isa_name(active_kernel_isa()); }
+
+void override_row_kernels_for_testing(const cpu::RowKernelSet* set) {
+  // One table per set ever overridden with, kept for the process (tests use one or two).
+  static std::mutex mutex;
+  static std::map<const cpu::RowKernelSet*, std::unique_ptr<const KernelTable>> tables;
+  if (set == nullptr) {
+    g_override.store(nullptr);
+    return;
+  }
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto& table = tables[set];
+  if (!table) table = std::make_unique<const KernelTable>(make_table(*set));
+  g_override.store(table.get());
+}
 
 }  // namespace kvc

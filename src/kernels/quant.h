@@ -1,7 +1,7 @@
 // Row kernels over quantized data: dequantize, quantize activations, dot products.
 //
 // Every public function dispatches at run time to the fastest implementation the CPU supports
-// (AVX2+FMA+F16C today; scalar otherwise). The scalar versions in kvc::reference are the
+// (AVX-512 VNNI, AVX-512, AVX2+FMA+F16C, else scalar; see cpu_features.h). The scalar versions in kvc::reference are the
 // specification: each optimized path is tested against them.
 //
 // Dot products follow llama.cpp's scheme so that results are comparable with it and as fast:
@@ -26,8 +26,16 @@ void quantize_row_for_dot(TensorType dot_type, const float* src, void* dst, int6
 // type_traits(weight_type).dot_type. n: elements in the row.
 float vec_dot(TensorType weight_type, int64_t n, const void* weight_row, const void* activations);
 
-// Name of the implementation the dispatcher chose ("avx2", "scalar").
+// Name of the kernel set the dispatcher uses ("avx512-vnni", "avx512", "avx2", "scalar").
 const char* cpu_kernel_isa();
+
+namespace cpu {
+struct RowKernelSet;
+}
+// Tests only: every row-kernel dispatch goes to `set` (nullptr: back to the CPU's own), so
+// that a whole model can run on the AVX-512 kernels emulated on an AVX2 CPU (see
+// kernels/cpu/quant_avx512.h). Call while no kernel runs; the caller vouches for the CPU.
+void override_row_kernels_for_testing(const cpu::RowKernelSet* set);
 
 namespace reference {
 void dequantize_row(TensorType type, const void* src, float* dst, int64_t n);

@@ -109,13 +109,8 @@ void dequantize_k_with_mins(const Block* b, float* y, int64_t n, Quants quants) 
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const float d = half_to_float(b[i].d), dmin = half_to_float(b[i].dmin);
     alignas(32) int16_t scales_mins[16];  // [scale 0..7 | min 0..7]
-    const uint32_t u0 = load_u32(b[i].scales), u1 = load_u32(b[i].scales + 4),
-                   u2 = load_u32(b[i].scales + 8);
-    const uint32_t words[4] = {u0 & 0x3f3f3f3f, (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4),
-                               u1 & 0x3f3f3f3f,
-                               ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)};
     _mm256_store_si256(reinterpret_cast<__m256i*>(scales_mins),
-                       _mm256_cvtepu8_epi16(load_128(words)));
+                       unpack_scales_mins_k4_16(b[i].scales));
     for (int pair = 0; pair < 4; ++pair, y += 64) {
       __m256i lo, hi;
       quants(i, pair, lo, hi);
@@ -131,45 +126,30 @@ void dequantize_k_with_mins(const Block* b, float* y, int64_t n, Quants quants) 
 
 void dequantize_q4_k(const void* src, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ4_K*>(src);
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
   dequantize_k_with_mins(b, y, n, [&](int64_t i, int pair, __m256i& lo, __m256i& hi) {
-    const __m256i q = load_256(b[i].qs + 32 * pair);
-    lo = _mm256_and_si256(q, low4);
-    hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    unpack_q4_k_pair(b[i].qs, pair, lo, hi);
   });
 }
 
 void dequantize_q5_k(const void* src, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ5_K*>(src);
-  const __m256i low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
   dequantize_k_with_mins(b, y, n, [&](int64_t i, int pair, __m256i& lo, __m256i& hi) {
-    const __m256i q = load_256(b[i].qs + 32 * pair);
-    const __m256i qh = _mm256_srli_epi16(load_256(b[i].qh), 2 * pair);  // see dot_q5_k
-    lo = _mm256_or_si256(_mm256_and_si256(q, low4),
-                         _mm256_and_si256(_mm256_slli_epi16(qh, 4), bit4));
-    hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                         _mm256_and_si256(_mm256_slli_epi16(qh, 3), bit4));
+    unpack_q5_k_pair(b[i].qs, b[i].qh, pair, lo, hi);
   });
 }
 
 void dequantize_q6_k(const void* src, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ6_K*>(src);
-  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03),
-                bias = _mm256_set1_epi8(32);
+  const __m256i bias = _mm256_set1_epi8(32);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const float d = half_to_float(b[i].d);
     for (int half = 0; half < 2; ++half, y += 128) {
-      const __m256i ql0 = load_256(b[i].ql + 64 * half), ql1 = load_256(b[i].ql + 64 * half + 32);
-      const __m256i qh = load_256(b[i].qh + 32 * half);
-      const __m256i low[4] = {_mm256_and_si256(ql0, low4), _mm256_and_si256(ql1, low4),
-                              _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                              _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4)};
+      __m256i q[4];
+      unpack_q6_k_half(b[i].ql, b[i].qh, half, q);
       for (int k = 0; k < 4; ++k) {
-        const __m256i high =
-            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2), 4);
-        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low[k], high), bias);
         const int g = 8 * half + 2 * k;  // scale of elements 0..15; g + 1 for 16..31
-        store_scaled_32<Offset::kNone>(q, d * static_cast<float>(b[i].scales[g]),
+        store_scaled_32<Offset::kNone>(_mm256_sub_epi8(q[k], bias),
+                                       d * static_cast<float>(b[i].scales[g]),
                                        d * static_cast<float>(b[i].scales[g + 1]), 0.0f,
                                        y + 32 * k);
       }
@@ -180,13 +160,6 @@ void dequantize_q6_k(const void* src, float* y, int64_t n) {
 // ---- activation quantization ----------------------------------------------------------
 
 inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
-
-inline float hmax_ps(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
 
 // roundf: nearest integer, halfway cases away from zero (exact for all floats).
 inline __m256 round_half_away(__m256 v) {

@@ -171,19 +171,6 @@ float dot_q8_0(int64_t n, const void* vw, const void* va) {
 
 // ---- K-quants (256-element super-blocks) against Q8_K ---------------------------------
 
-// Q4_K/Q5_K scale field -> int16 [scale 0..7 | min 0..7]; same values as
-// blocks::unpack_scales_mins_k4, four sub-blocks at a time with 32-bit masks.
-inline __m256i unpack_scales_mins_k4_16(const uint8_t* packed) {
-  const uint32_t u0 = load_u32(packed), u1 = load_u32(packed + 4), u2 = load_u32(packed + 8);
-  const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
-  const uint32_t scales_lo = u0 & low6, mins_lo = u1 & low6;
-  const uint32_t scales_hi = (u2 & low4) | (((u0 >> 6) & low2) << 4);
-  const uint32_t mins_hi = ((u2 >> 4) & low4) | (((u1 >> 6) & low2) << 4);
-  return _mm256_cvtepu8_epi16(_mm_setr_epi32(static_cast<int>(scales_lo),
-                                             static_cast<int>(scales_hi), static_cast<int>(mins_lo),
-                                             static_cast<int>(mins_hi)));
-}
-
 // Shared by Q4_K and Q5_K: `quants(i, pair, lo, hi)` unpacks sub-blocks 2*pair and 2*pair+1
 // of block i into bytes (values 0..15 or 0..31).
 template <typename WBlock, typename Quants>
@@ -223,36 +210,23 @@ float dot_k_with_mins(int64_t n, const WBlock* w, const BlockQ8_K* a, Quants qua
 
 float dot_q4_k(int64_t n, const void* vw, const void* va) {
   const auto* w = static_cast<const BlockQ4_K*>(vw);
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
   return dot_k_with_mins(n, w, static_cast<const BlockQ8_K*>(va),
                          [&](int64_t i, int pair, __m256i& lo, __m256i& hi) {
-                           const __m256i q = load_256(w[i].qs + 32 * pair);
-                           lo = _mm256_and_si256(q, low4);
-                           hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                           unpack_q4_k_pair(w[i].qs, pair, lo, hi);
                          });
 }
 
 float dot_q5_k(int64_t n, const void* vw, const void* va) {
   const auto* w = static_cast<const BlockQ5_K*>(vw);
-  const __m256i low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
   return dot_k_with_mins(n, w, static_cast<const BlockQ8_K*>(va),
                          [&](int64_t i, int pair, __m256i& lo, __m256i& hi) {
-                           const __m256i q = load_256(w[i].qs + 32 * pair);
-                           // Sub-block s takes bit s of qh: bring bits 2*pair and 2*pair+1 of each
-                           // byte to bit 4. (16-bit shifts are safe: only bits that stay inside
-                           // their byte survive the masks.)
-                           const __m256i qh = _mm256_srli_epi16(load_256(w[i].qh), 2 * pair);
-                           lo = _mm256_or_si256(_mm256_and_si256(q, low4),
-                                                _mm256_and_si256(_mm256_slli_epi16(qh, 4), bit4));
-                           hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                                                _mm256_and_si256(_mm256_slli_epi16(qh, 3), bit4));
+                           unpack_q5_k_pair(w[i].qs, w[i].qh, pair, lo, hi);
                          });
 }
 
 float dot_q6_k(int64_t n, const void* vw, const void* va) {
   const auto* w = static_cast<const BlockQ6_K*>(vw);
   const auto* a = static_cast<const BlockQ8_K*>(va);
-  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const __m128i scales = load_128(w[i].scales);  // int8 [16], one per 16 elements
@@ -261,18 +235,8 @@ float dot_q6_k(int64_t n, const void* vw, const void* va) {
     const __m256i offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load_256(a[i].bsums));
     __m256i sumi = _mm256_setzero_si256();
     for (int half = 0; half < 2; ++half) {
-      const __m256i ql0 = load_256(w[i].ql + 64 * half), ql1 = load_256(w[i].ql + 64 * half + 32);
-      const __m256i qh = load_256(w[i].qh + 32 * half);
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(ql0, low4),
-                          _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4)),
-          _mm256_or_si256(_mm256_and_si256(ql1, low4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), low2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), low2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), low2), 4)),
-      };
+      __m256i q[4];
+      unpack_q6_k_half(w[i].ql, w[i].qh, half, q);
       for (int k = 0; k < 4; ++k) {
         // Elements 0..15 of q[k] use scale g = 8 * half + 2k, elements 16..31 scale g + 1.
         const int64_t g = 8 * half + 2 * k;

@@ -1,0 +1,118 @@
+// 128/256-bit helpers shared by every x86 kernel set (AVX2 and the AVX-512 variants).
+//
+// This file has no include guard, includes nothing and opens no namespace on purpose: each
+// kernel set's common header includes it INSIDE its own namespace (kvc::avx2::simd,
+// kvc::avx512::simd, ...), after <immintrin.h> and <cstdint>/<cstring>. Every translation unit
+// compiled for one instruction set therefore gets its own copies of these inline functions,
+// and the linker can never merge an AVX-512 copy into AVX2 code (or the reverse).
+
+// Exact scalar fp16 <-> float through F16C (round to nearest even, as util/fp16.h); used
+// instead of util/fp16.h so no inline function from a generic header is instantiated here.
+inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+inline uint16_t float_to_half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline __m256i load_256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+inline __m128i load_128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+inline float hsum_ps(__m128 v) {
+  __m128 s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hsum_ps(__m256 v) {
+  return hsum_ps(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+}
+
+inline int hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float hmax_ps(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// 16 bytes of packed nibbles -> 32 bytes: low nibbles in bytes 0..15, high in 16..31 (the
+// element order of the legacy blocks).
+inline __m256i unpack_nibbles_32(const uint8_t* qs) {
+  const __m128i packed = load_128(qs);
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// uint32 -> 32 bytes, byte i = 0xFF if bit i is set, else 0x00.
+inline __m256i bits_to_bytes_32(uint32_t bits) {
+  // Byte i takes byte i / 8 of `bits`; OR with a mask that has every bit but (i % 8) set, so
+  // the result is 0xFF exactly when bit i % 8 of that byte is set.
+  const __m256i byte_of_bit = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                                 0x0202020202020202, 0x0303030303030303);
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), byte_of_bit);
+  v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+// ---- K-quant unpacking (256-element super-blocks) ----------------------------------------
+
+// Q4_K/Q5_K scale field (12 bytes) -> int16 [scale 0..7 | min 0..7]; the same values as
+// blocks::unpack_scales_mins_k4, four sub-blocks at a time with 32-bit masks.
+inline __m256i unpack_scales_mins_k4_16(const uint8_t* packed) {
+  const uint32_t u0 = load_u32(packed), u1 = load_u32(packed + 4), u2 = load_u32(packed + 8);
+  const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
+  const uint32_t scales_lo = u0 & low6, mins_lo = u1 & low6;
+  const uint32_t scales_hi = (u2 & low4) | (((u0 >> 6) & low2) << 4);
+  const uint32_t mins_hi = ((u2 >> 4) & low4) | (((u1 >> 6) & low2) << 4);
+  return _mm256_cvtepu8_epi16(_mm_setr_epi32(static_cast<int>(scales_lo),
+                                             static_cast<int>(scales_hi), static_cast<int>(mins_lo),
+                                             static_cast<int>(mins_hi)));
+}
+
+// Q4_K sub-blocks 2*pair (low nibbles of qs[32 pair ..]) and 2*pair+1 (high nibbles) as
+// bytes 0..15. qs: [128].
+inline void unpack_q4_k_pair(const uint8_t* qs, int pair, __m256i& lo, __m256i& hi) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i q = load_256(qs + 32 * pair);
+  lo = _mm256_and_si256(q, low4);
+  hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+}
+
+// Q5_K sub-blocks 2*pair and 2*pair+1 as bytes 0..31. qs: [128], qh: [32].
+inline void unpack_q5_k_pair(const uint8_t* qs, const uint8_t* qh, int pair, __m256i& lo,
+                             __m256i& hi) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
+  const __m256i q = load_256(qs + 32 * pair);
+  // Sub-block s takes bit s of qh: bring bits 2*pair and 2*pair+1 of each byte to bit 4.
+  // (16-bit shifts are safe: only bits that stay inside their byte survive the masks.)
+  const __m256i h = _mm256_srli_epi16(load_256(qh), 2 * pair);
+  lo = _mm256_or_si256(_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_slli_epi16(h, 4), bit4));
+  hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+                       _mm256_and_si256(_mm256_slli_epi16(h, 3), bit4));
+}
+
+// Q6_K elements 128*half .. 128*half+127 as unsigned bytes 0..63 (the stored value + 32),
+// in element order, 32 per vector. ql: [128], qh: [64].
+inline void unpack_q6_k_half(const uint8_t* ql, const uint8_t* qh, int half, __m256i q[4]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  const __m256i ql0 = load_256(ql + 64 * half), ql1 = load_256(ql + 64 * half + 32);
+  const __m256i h = load_256(qh + 32 * half);
+  const __m256i low[4] = {_mm256_and_si256(ql0, low4), _mm256_and_si256(ql1, low4),
+                          _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                          _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4)};
+  for (int k = 0; k < 4; ++k) {
+    const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * k), low2), 4);
+    q[k] = _mm256_or_si256(low[k], high);
+  }
+}
