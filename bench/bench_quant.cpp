@@ -5,7 +5,9 @@
 //
 //   bench_quant --benchmark_filter='vec_dot/q4_1'   (bytes_per_second counts weight bytes)
 //
-// Compare sets as ratios within one run (the machines are shared and noisy).
+// Compare sets as ratios within one run (the machines are shared and noisy). Rows ending in /x4
+// run the four-token kernels (weights unpacked once for four activation rows, as in prefill);
+// their items_per_second counts row-token pairs like the others.
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -102,6 +104,24 @@ void bench_vec_dot(benchmark::State& state, const cpu::RowKernelSet* set, Tensor
   state.SetItemsProcessed(state.iterations() * n);
 }
 
+// Four activation rows per call (prefill); items count row-token pairs, as for vec_dot.
+void bench_vec_dot_4(benchmark::State& state, const cpu::RowKernelSet* set, TensorType type,
+                     int64_t n) {
+  const DotData data = make_data(type, n);
+  const size_t stride = data.activations.size();
+  Bytes four_rows;
+  for (int t = 0; t < 4; ++t)
+    four_rows.insert(four_rows.end(), data.activations.begin(), data.activations.end());
+  const cpu::VecDot4Fn kernel = set->vec_dot_4(type);
+  float out[4];
+  for (auto _ : state) {
+    kernel(n, data.weights.data(), four_rows.data(), stride, out);
+    benchmark::DoNotOptimize(out);
+  }
+  state.SetBytesProcessed(state.iterations() * 4 * static_cast<int64_t>(data.weights.size()));
+  state.SetItemsProcessed(state.iterations() * 4 * n);
+}
+
 void bench_quantize(benchmark::State& state, const cpu::RowKernelSet* set, TensorType dot_type,
                     int64_t n) {
   std::vector<float> x(n);
@@ -133,6 +153,10 @@ void register_all() {
           "vec_dot/" + std::string(type_traits(type).name) + "/" + std::to_string(n) + "/";
       for (const cpu::RowKernelSet* set : sets) {
         benchmark::RegisterBenchmark((name + set_name(set)).c_str(), bench_vec_dot, set, type, n);
+        if (set && set->vec_dot_4(type)) {
+          benchmark::RegisterBenchmark((name + set_name(set) + "/x4").c_str(), bench_vec_dot_4, set,
+                                       type, n);
+        }
       }
     }
   }

@@ -21,6 +21,7 @@
 #include "kernels/cpu/quant_avx2.h"
 #include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"
+#include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "kernels/types.h"
 #include "util/fp16.h"
@@ -640,6 +641,36 @@ TEST_P(KernelSetTest, VecDotMatchesReference) {
   }
 }
 
+TEST_P(KernelSetTest, VecDot4IsFourVecDotsBitForBit) {
+  std::mt19937 rng(14);
+  int with_four = 0;
+  for (TensorType type : kWeightTypes) {
+    const auto four = set().vec_dot_4(type);
+    if (!four) continue;
+    ++with_four;
+    const auto one = set().vec_dot(type);
+    const TensorType dot_type = type_traits(type).dot_type;
+    for (int64_t n : row_lengths(type)) {
+      SCOPED_TRACE(std::string(type_traits(type).name) + " n=" + std::to_string(n));
+      const Bytes w = random_row(type, n, rng);
+      const size_t stride = row_bytes(dot_type, n) + 6;  // rows need not be adjacent
+      Bytes a(4 * stride);
+      for (int t = 0; t < 4; ++t) {
+        const std::vector<float> x = random_activations(n, rng);
+        reference::quantize_row_for_dot(dot_type, x.data(), a.data() + t * stride, n);
+      }
+      float out[4];
+      four(n, w.data(), a.data(), stride, out);
+      for (int t = 0; t < 4; ++t) {
+        const float expected = one(n, w.data(), a.data() + t * stride);
+        EXPECT_EQ(std::bit_cast<uint32_t>(out[t]), std::bit_cast<uint32_t>(expected))
+            << "token " << t << ": " << out[t] << " vs " << expected;
+      }
+    }
+  }
+  EXPECT_EQ(with_four, 8) << "every quantized weight type has a four-token kernel";
+}
+
 // Extreme quants: weights at both ends of their range against activations of +-127, where
 // an int16 saturation or a lost sign in the integer path would show.
 TEST_P(KernelSetTest, VecDotExtremeQuantsExact) {
@@ -678,6 +709,82 @@ INSTANTIATE_TEST_SUITE_P(X86, KernelSetTest, ::testing::ValuesIn(kKernelSets),
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
+
+// The AVX2 and AVX-512 legacy-block kernels add the same products in the same order (even
+// blocks in one chain, odd in another; see vec_dot_avx2.cpp), so they agree to the bit, and a
+// model gives the same logits on either CPU. Checked against the emulated AVX-512 builds.
+TEST(KernelSets, Avx2AndAvx512LegacyDotsAgreeBitForBit) {
+  if (cpu_best_kernel_isa() < KernelIsa::kAvx2) GTEST_SKIP() << "needs AVX2";
+  std::mt19937 rng(16);
+  for (TensorType type : {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,
+                          TensorType::Q8_0}) {
+    for (int64_t n : row_lengths(type)) {
+      SCOPED_TRACE(std::string(type_traits(type).name) + " n=" + std::to_string(n));
+      const DotCase c = make_dot_case(type, n, rng);
+      const float avx2 = avx2::kRowKernels.vec_dot(type)(n, c.weights.data(), c.activations.data());
+      for (const cpu::RowKernelSet* set :
+           {&avx512_emulated::kRowKernels, &avx512_vnni_emulated::kRowKernels}) {
+        const float avx512 = set->vec_dot(type)(n, c.weights.data(), c.activations.data());
+        EXPECT_EQ(std::bit_cast<uint32_t>(avx2), std::bit_cast<uint32_t>(avx512))
+            << set->name << ": " << avx512 << " vs avx2 " << avx2;
+      }
+    }
+  }
+}
+
+// ---- matmul ---------------------------------------------------------------------------------
+
+// Against the double-precision reference, and batching-invariant: a token's outputs are the
+// same bits whether it comes alone or among others (prefill chunks vs decode steps).
+TEST(Matmul, MatchesReferenceAndDoesNotDependOnBatching) {
+  std::mt19937 rng(15);
+  for (TensorType type : kWeightTypes) {
+    const int64_t rows = 37, cols = type_traits(type).block_elems == 256 ? 512 : 96;
+    const int64_t n_tokens = 11;  // two groups of four and three single tokens
+    SCOPED_TRACE(type_traits(type).name);
+    Bytes weights;
+    for (int64_t r = 0; r < rows; ++r) {
+      const Bytes row = random_row(type, cols, rng);
+      weights.insert(weights.end(), row.begin(), row.end());
+    }
+    const WeightMatrix w{type, rows, cols, weights.data()};
+    std::vector<float> x;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const std::vector<float> xt = random_activations(cols, rng);
+      x.insert(x.end(), xt.begin(), xt.end());
+    }
+    std::vector<float> batched(n_tokens * rows), alone(n_tokens * rows), expected(n_tokens * rows);
+    MatmulScratch scratch;
+    matmul(w, x.data(), cols, n_tokens, batched.data(), rows, scratch);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      matmul(w, x.data() + t * cols, cols, 1, alone.data() + t * rows, rows, scratch);
+    }
+    EXPECT_EQ(std::memcmp(batched.data(), alone.data(), batched.size() * sizeof(float)), 0);
+    matmul_reference(w, x.data(), cols, n_tokens, expected.data(), rows);
+    // Activations are quantized to 8 bits: each element is off by at most half a quantum
+    // (block amax / 127 / 2, plus the fp16 rounding of the scale), weighted by |w|.
+    const int64_t qblock = type_traits(type_traits(type).dot_type).block_elems;
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<float> wr =
+          dequantized(type, Bytes(weights.begin() + r * w.row_stride(),
+                                  weights.begin() + (r + 1) * w.row_stride()),
+                      cols);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const float* xt = x.data() + t * cols;
+        double bound = 1e-5;
+        for (int64_t c0 = 0; c0 < cols; c0 += qblock) {
+          float amax = 0.0f;
+          for (int64_t c = c0; c < c0 + qblock; ++c) amax = std::max(amax, std::fabs(xt[c]));
+          for (int64_t c = c0; c < c0 + qblock; ++c)
+            bound += std::fabs(wr[c]) * (0.5 + 127.0 * 0x1p-11) * amax / 127.0 +
+                     1e-5 * std::fabs(wr[c] * xt[c]);
+        }
+        EXPECT_NEAR(batched[t * rows + r], expected[t * rows + r], bound)
+            << "row " << r << " token " << t;
+      }
+    }
+  }
+}
 
 TEST(KernelIsa, NamesRoundTripAndCapsApply) {
   for (KernelIsa isa :

@@ -20,6 +20,10 @@ void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_t
   // weights stays in L2 while all tokens pass over it.
   constexpr int64_t kTileRows = 16;
   const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
+  const VecDotKernels dot = vec_dot_kernels(w.type);
+  // Four tokens at a time where the kernel set can (prefill): each weight block is unpacked
+  // once for the four. Same bits as one token at a time, so chunking never changes results.
+  const int64_t n_quads = dot.four ? n_tokens / 4 : 0;
 
 #pragma omp parallel
   {
@@ -32,11 +36,21 @@ void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_t
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int64_t r0 = tile * kTileRows;
       const int64_t r1 = std::min(w.rows, r0 + kTileRows);
-      for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t q = 0; q < n_quads; ++q) {
+        const uint8_t* a = act + static_cast<size_t>(4 * q) * act_stride;
+        float* yt = y + 4 * q * y_stride;
+        for (int64_t r = r0; r < r1; ++r) {
+          float out[4];
+          dot.four(w.cols, w.data + static_cast<size_t>(r) * w_stride, a, act_stride, out);
+          for (int k = 0; k < 4; ++k) yt[k * y_stride + r] = out[k];
+        }
+      }
+      for (int64_t t = 4 * n_quads; t < n_tokens; ++t) {
         const uint8_t* a = act + static_cast<size_t>(t) * act_stride;
         float* yt = y + t * y_stride;
         for (int64_t r = r0; r < r1; ++r) {
-          yt[r] = vec_dot(w.type, w.cols, w.data + static_cast<size_t>(r) * w_stride, a);
+          const uint8_t* row = w.data + static_cast<size_t>(r) * w_stride;
+          yt[r] = dot.one ? dot.one(w.cols, row, a) : reference::vec_dot(w.type, w.cols, row, a);
         }
       }
     }

@@ -4,8 +4,10 @@
 //                                          row per output feature (GGUF/ggml layout)
 //
 // The activations are quantized once to the weight type's dot type, then every (row, token)
-// pair is one vec_dot. Rows are split across OpenMP threads; for many tokens, rows are tiled so
-// a tile of weights stays in cache while every token passes over it.
+// pair is one vec_dot, or every (row, four tokens) one vec_dot_4 where the kernel set has it
+// (weights unpacked once for four tokens; the same bits, so results never depend on how many
+// tokens a call batches). Rows are split across OpenMP threads; for many tokens, rows are tiled
+// so a tile of weights stays in cache while every token passes over it.
 #pragma once
 
 #include <cstddef>

@@ -24,6 +24,7 @@ struct KernelTable {
   std::array<cpu::DequantizeRowFn, kMaxTypeId> dequantize{};
   std::array<cpu::QuantizeRowFn, kMaxTypeId> quantize{};
   std::array<cpu::VecDotFn, kMaxTypeId> vec_dot{};
+  std::array<cpu::VecDot4Fn, kMaxTypeId> vec_dot_4{};
 };
 
 KernelTable make_table(const cpu::RowKernelSet& set) {
@@ -34,6 +35,7 @@ KernelTable make_table(const cpu::RowKernelSet& set) {
     t.dequantize[id] = set.dequantize(type);
     t.quantize[id] = set.quantize(type);
     t.vec_dot[id] = set.vec_dot(type);
+    t.vec_dot_4[id] = set.vec_dot_4(type);
   }
   return t;
 }
@@ -101,6 +103,16 @@ float vec_dot(TensorType weight_type, int64_t n, const void* weight_row, const v
       return kernel(n, weight_row, activations);
   }
   return reference::vec_dot(weight_type, n, weight_row, activations);
+}
+
+VecDotKernels vec_dot_kernels(TensorType weight_type) {
+  KVC_ASSERT(type_traits(weight_type).weights_supported);
+  VecDotKernels k;
+  if (const KernelTable* table = active_table()) {
+    k.one = table->vec_dot[type_index(weight_type)];
+    if (k.one) k.four = table->vec_dot_4[type_index(weight_type)];
+  }
+  return k;
 }
 
 const char* cpu_kernel_isa() { return kernel_isa_name(active_kernel_isa()); }

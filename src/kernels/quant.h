@@ -10,6 +10,7 @@
 // then each weight row is dotted against the quantized activations with integer arithmetic.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/types.h"
@@ -25,6 +26,17 @@ void quantize_row_for_dot(TensorType dot_type, const float* src, void* dst, int6
 // Dot product of one weight row of `weight_type` with activations already quantized to
 // type_traits(weight_type).dot_type. n: elements in the row.
 float vec_dot(TensorType weight_type, int64_t n, const void* weight_row, const void* activations);
+
+// The dispatched dot kernels of one weight type, looked up once per matmul instead of per row.
+// `one` is null where only the scalar reference exists (call reference::vec_dot then);
+// `four` (weights unpacked once for four tokens, same bits as four calls of `one`) is null
+// where the kernel set has none.
+struct VecDotKernels {
+  float (*one)(int64_t n, const void* weight_row, const void* activations) = nullptr;
+  void (*four)(int64_t n, const void* weight_row, const void* activations,
+               size_t activation_stride, float* out) = nullptr;
+};
+VecDotKernels vec_dot_kernels(TensorType weight_type);
 
 // Name of the kernel set the dispatcher uses ("avx512-vnni", "avx512", "avx2", "scalar").
 const char* cpu_kernel_isa();

@@ -18,12 +18,6 @@ inline __m256i dot_u8_i8(__m256i x, __m256i y) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
 }
 
-// As dot_u8_i8 for signed x: moves x's sign onto y so maddubs sees |x| (valid for x >= -128,
-// y > -128; activations are never -128).
-inline __m256i dot_i8_i8(__m256i x, __m256i y) {
-  return dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-}
-
 // Shuffle control that broadcasts int16 element k of each 128-bit lane to the whole lane.
 inline __m256i broadcast_i16_control(int k) {
   return _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * k));

@@ -18,8 +18,10 @@
   cpu::DequantizeRowFn dequantize_row_kernel(TensorType type);  /* quant_avx512.cpp */     \
   cpu::QuantizeRowFn quantize_row_kernel(TensorType dot_type);  /* quant_avx512.cpp */     \
   cpu::VecDotFn vec_dot_kernel(TensorType weight_type);         /* vec_dot_avx512.cpp */   \
+  cpu::VecDot4Fn vec_dot_4_kernel(TensorType weight_type);      /* vec_dot_avx512.cpp */   \
   inline constexpr cpu::RowKernelSet kRowKernels{set_name, dequantize_row_kernel,          \
-                                                 quantize_row_kernel, vec_dot_kernel};     \
+                                                 quantize_row_kernel, vec_dot_kernel,      \
+                                                 vec_dot_4_kernel};                        \
   }
 
 KVC_DECLARE_AVX512_ROW_KERNELS(avx512, "avx512")

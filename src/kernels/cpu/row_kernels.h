@@ -6,6 +6,7 @@
 // a set's kernels only after cpu_features.h says the CPU runs its instructions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/types.h"
@@ -18,12 +19,18 @@ using DequantizeRowFn = void (*)(const void* src, float* dst, int64_t n);
 using QuantizeRowFn = void (*)(const float* src, void* dst, int64_t n);
 // weight_row[row_bytes(weight_type, n)] . activations[row_bytes(dot_type, n)].
 using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* activations);
+// out[t] = weight_row . activation row t for t < 4, the rows `activation_stride` bytes apart:
+// the weights are unpacked once for four tokens (prefill). For every t, the same bits as
+// VecDotFn on row t, so a token's result never depends on how a matmul groups tokens.
+using VecDot4Fn = void (*)(int64_t n, const void* weight_row, const void* activations,
+                           size_t activation_stride, float* out);
 
 struct RowKernelSet {
   const char* name;  // "avx2", "avx512", "avx512-vnni" (tests add "-emulated" variants)
   DequantizeRowFn (*dequantize)(TensorType type);
   QuantizeRowFn (*quantize)(TensorType dot_type);
   VecDotFn (*vec_dot)(TensorType weight_type);
+  VecDot4Fn (*vec_dot_4)(TensorType weight_type);
 };
 
 }  // namespace kvc::cpu

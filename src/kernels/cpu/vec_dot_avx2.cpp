@@ -66,223 +66,158 @@ float dot_bf16(int64_t n, const void* vw, const void* va) {
 
 // ---- legacy blocks (32 elements) against Q8_0 / Q8_1 ----------------------------------
 
-// Per-chain accumulators: `sum` gathers scale * integer dot; lane 1 of `mins` gathers the
-// m * s terms of Q4_1/Q5_1 (other lanes are ignored).
-struct LegacyAcc {
-  __m256 sum = _mm256_setzero_ps();
-  __m128 mins = _mm_setzero_ps();
-};
-
-// Runs block(i, acc) over nb blocks with two independent accumulator chains (FMA latency).
-template <typename Block>
-float accumulate_blocks(int64_t nb, Block block) {
-  LegacyAcc acc0, acc1;
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    block(i, acc0);
-    block(i + 1, acc1);
+// out[t] = weight row . activation row t, for kTokens rows `stride` bytes apart (see
+// row_kernels.h). `quants(i)` returns the 32 weight quants of block i as bytes, signed
+// (kSignedQuants) or unsigned; each block is unpacked once for all tokens.
+//
+// Blocks go in pairs: even blocks into one accumulator per token, odd blocks into another
+// (two chains hide the FMA latency), scale products from block_pair_products. That is the
+// AVX-512 kernel's order exactly (its low and high halves), so both sets give the same bits;
+// and the one-token kernel is the kTokens = 1 instance, so a token's result never depends on
+// how a matmul batches it.
+template <int kTokens, bool kSignedQuants, typename WBlock, typename ABlock, typename Quants>
+void dot_legacy(int64_t nb, const WBlock* w, const void* activations, size_t stride,
+                Quants quants, float* out) {
+  const ABlock* a[kTokens];
+  __m256 acc_even[kTokens], acc_odd[kTokens];
+  __m128 mins[kTokens];  // lanes 1 and 3 gather m * s (Q4_1/Q5_1)
+  activation_rows(activations, stride, a);
+  for (int t = 0; t < kTokens; ++t) {
+    acc_even[t] = acc_odd[t] = _mm256_setzero_ps();
+    mins[t] = _mm_setzero_ps();
   }
-  if (i < nb) block(i, acc0);
-  const __m128 mins = _mm_add_ps(acc0.mins, acc1.mins);
-  return hsum_ps(_mm256_add_ps(acc0.sum, acc1.sum)) + _mm_cvtss_f32(_mm_movehdup_ps(mins));
-}
-
-// Converting the fp16 scales two or four at a time with one vcvtph2ps, instead of one
-// scalar conversion each, is a measurable part of a 32-element block's cost.
-
-// broadcast(dw * da) for two fp16 scales.
-inline __m256 scale_product(uint16_t dw, uint16_t da) {
-  const __m128 f = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(dw), da, 1));  // [dw, da]
-  return _mm256_broadcastss_ps(_mm_mul_ss(f, _mm_movehdup_ps(f)));
-}
-
-// [dw * da, mw * sa, .., ..] from the adjacent fp16 pairs (d, m) of a Q4_1/Q5_1 block and
-// (d, s) of a Q8_1 block.
-inline __m128 scale_and_min_products(const uint16_t* w_dm, const uint16_t* a_ds) {
-  const __m128i halves = _mm_insert_epi32(
-      _mm_cvtsi32_si128(static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(w_dm)))),
-      static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(a_ds))), 1);
-  const __m128 f = _mm_cvtph_ps(halves);      // [dw, mw, da, sa]
-  return _mm_mul_ps(f, _mm_movehl_ps(f, f));  // [dw da, mw sa, ...]
-}
-
-// Blocks without a min: acc.sum += dw * da * sums.
-inline void add_block(uint16_t dw, uint16_t da, __m256i sums, LegacyAcc& acc) {
-  acc.sum = _mm256_fmadd_ps(scale_product(dw, da), _mm256_cvtepi32_ps(sums), acc.sum);
-}
-
-// Blocks with a min m against Q8_1 (s = da * sum of activation quants):
-// sum_j (dw q_j + m)(da y_j) = dw da sum_j q_j y_j + m s.
-inline void add_block_with_min(const uint16_t* w_dm, const uint16_t* a_ds, __m256i sums,
-                               LegacyAcc& acc) {
-  const __m128 products = scale_and_min_products(w_dm, a_ds);
-  acc.sum = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), _mm256_cvtepi32_ps(sums), acc.sum);
-  acc.mins = _mm_add_ps(acc.mins, products);
-}
-
-float dot_q4_0(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ4_0*>(vw);  // [n / 32]
-  const auto* a = static_cast<const BlockQ8_0*>(va);  // [n / 32]
-  return accumulate_blocks(n / kQK, [&](int64_t i, LegacyAcc& acc) {
-    const __m256i qw = _mm256_sub_epi8(unpack_nibbles_32(w[i].qs), _mm256_set1_epi8(8));
-    add_block(w[i].d, a[i].d, dot_i8_i8(qw, load_256(a[i].qs)), acc);
-  });
-}
-
-float dot_q4_1(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ4_1*>(vw);  // [n / 32]
-  const auto* a = static_cast<const BlockQ8_1*>(va);  // [n / 32]
-  return accumulate_blocks(n / kQK, [&](int64_t i, LegacyAcc& acc) {
-    add_block_with_min(&w[i].d, &a[i].d, dot_u8_i8(unpack_nibbles_32(w[i].qs), load_256(a[i].qs)),
-                       acc);
-  });
-}
-
-float dot_q5_0(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ5_0*>(vw);
-  const auto* a = static_cast<const BlockQ8_0*>(va);
-  return accumulate_blocks(n / kQK, [&](int64_t i, LegacyAcc& acc) {
-    // (nibble | bit << 4) - 16 as a signed byte is the nibble with 0xF0 or-ed in where bit = 0.
-    const __m256i high = _mm256_andnot_si256(bits_to_bytes_32(load_u32(w[i].qh)),
-                                             _mm256_set1_epi8(static_cast<char>(0xF0)));
-    const __m256i qw = _mm256_or_si256(unpack_nibbles_32(w[i].qs), high);
-    add_block(w[i].d, a[i].d, dot_i8_i8(qw, load_256(a[i].qs)), acc);
-  });
-}
-
-float dot_q5_1(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ5_1*>(vw);
-  const auto* a = static_cast<const BlockQ8_1*>(va);
-  return accumulate_blocks(n / kQK, [&](int64_t i, LegacyAcc& acc) {
-    const __m256i high =
-        _mm256_and_si256(bits_to_bytes_32(load_u32(w[i].qh)), _mm256_set1_epi8(0x10));
-    const __m256i qw = _mm256_or_si256(unpack_nibbles_32(w[i].qs), high);
-    add_block_with_min(&w[i].d, &a[i].d, dot_u8_i8(qw, load_256(a[i].qs)), acc);
-  });
-}
-
-float dot_q8_0(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ8_0*>(vw);
-  const auto* a = static_cast<const BlockQ8_0*>(va);
-  return accumulate_blocks(n / kQK, [&](int64_t i, LegacyAcc& acc) {
-    add_block(w[i].d, a[i].d, dot_i8_i8(load_256(w[i].qs), load_256(a[i].qs)), acc);
-  });
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t i = 0; i < nb; i += 2) {
+    const bool has_j = i + 1 < nb;  // a row's odd last block pairs with zeros
+    const __m256i qw[2] = {quants(i), has_j ? quants(i + 1) : zero};
+    // Signed quants: maddubs takes |x| and y with x's sign moved onto it (valid for x >= -128,
+    // y > -128; activations are never -128).
+    __m256i x[2];
+    for (int k = 0; k < 2; ++k) x[k] = kSignedQuants ? _mm256_sign_epi8(qw[k], qw[k]) : qw[k];
+    // The weight half of block_pair_products, once for all tokens: the products below are
+    // the same float multiplications, so the bits match the AVX-512 kernel's.
+    const __m128 w_scales = block_pair_scales(&w[i], has_j ? &w[i + 1] : nullptr);
+    for (int t = 0; t < kTokens; ++t) {
+      const ABlock* b = a[t] + i;
+      __m256i y[2] = {load_256(b[0].qs), has_j ? load_256(b[1].qs) : zero};
+      if constexpr (kSignedQuants) {
+        for (int k = 0; k < 2; ++k) y[k] = _mm256_sign_epi8(y[k], qw[k]);
+      }
+      const __m128 products =
+          _mm_mul_ps(w_scales, block_pair_scales(b, has_j ? b + 1 : nullptr));
+      const __m128 product_j =
+          kHasMin<WBlock> ? _mm_movehl_ps(products, products) : _mm_movehdup_ps(products);
+      acc_even[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(products),
+                                    _mm256_cvtepi32_ps(dot_u8_i8(x[0], y[0])), acc_even[t]);
+      acc_odd[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(product_j),
+                                   _mm256_cvtepi32_ps(dot_u8_i8(x[1], y[1])), acc_odd[t]);
+      if constexpr (kHasMin<WBlock>) mins[t] = _mm_add_ps(mins[t], products);
+    }
+  }
+  for (int t = 0; t < kTokens; ++t) {
+    out[t] = hsum_ps(_mm256_add_ps(acc_even[t], acc_odd[t]));
+    if constexpr (kHasMin<WBlock>) {
+      out[t] += pair_min_terms(mins[t]);
+    }
+  }
 }
 
 // ---- K-quants (256-element super-blocks) against Q8_K ---------------------------------
 
 // Shared by Q4_K and Q5_K: `quants(i, pair, lo, hi)` unpacks sub-blocks 2*pair and 2*pair+1
-// of block i into bytes (values 0..15 or 0..31).
-template <typename WBlock, typename Quants>
-float dot_k_with_mins(int64_t n, const WBlock* w, const BlockQ8_K* a, Quants quants) {
-  __m256 acc = _mm256_setzero_ps();
-  __m128 acc_mins = _mm_setzero_ps();
+// of block i into bytes (values 0..15 or 0..31), once for all kTokens activation rows. As for
+// the legacy types, the one-token kernel is the kTokens = 1 instance (same bits per token).
+template <int kTokens, typename WBlock, typename Quants>
+void dot_k_with_mins(int64_t n, const WBlock* w, const void* activations, size_t stride,
+                     Quants quants, float* out) {
+  const BlockQ8_K* a[kTokens];
+  activation_rows(activations, stride, a);
+  __m256 acc[kTokens];
+  __m128 acc_mins[kTokens];
+  for (int t = 0; t < kTokens; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    acc_mins[t] = _mm_setzero_ps();
+  }
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const __m256i scales_mins = unpack_scales_mins_k4_16(w[i].scales);  // int16 [16]
-    // Mins: dmin * da * sum_s m[s] * (sum of the 32 activation quants of sub-block s).
-    const __m256i bsums = load_256(a[i].bsums);  // int16 [16], one per 16 elements
-    const __m128i sub_sums =
-        _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-    const __m128i mins_dot = _mm_madd_epi16(_mm256_extracti128_si256(scales_mins, 1), sub_sums);
-    acc_mins = _mm_fmadd_ps(_mm_set1_ps(half_to_float(w[i].dmin) * a[i].d),
-                            _mm_cvtepi32_ps(mins_dot), acc_mins);
-
+    const __m128i mins = _mm256_extracti128_si256(scales_mins, 1);
+    const float d = half_to_float(w[i].d), dmin = half_to_float(w[i].dmin);
+    __m256i sumi[kTokens];
+    for (int t = 0; t < kTokens; ++t) {
+      acc_mins[t] = add_k_min_terms(acc_mins[t], mins, dmin * a[t][i].d, a[t][i].bsums);
+      sumi[t] = _mm256_setzero_si256();
+    }
     const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales_mins));
-    const int8_t* y = a[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
-    for (int pair = 0; pair < 4; ++pair, y += 64) {
+    for (int pair = 0; pair < 4; ++pair) {
       __m256i lo, hi;
       quants(i, pair, lo, hi);
-      const __m256i p_lo = _mm256_maddubs_epi16(lo, load_256(y));
-      const __m256i p_hi = _mm256_maddubs_epi16(hi, load_256(y + 32));
-      sumi = _mm256_add_epi32(
-          sumi,
-          _mm256_madd_epi16(_mm256_shuffle_epi8(scales, broadcast_i16_control(2 * pair)), p_lo));
-      sumi = _mm256_add_epi32(
-          sumi, _mm256_madd_epi16(_mm256_shuffle_epi8(scales, broadcast_i16_control(2 * pair + 1)),
-                                  p_hi));
-    }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(w[i].d) * a[i].d), _mm256_cvtepi32_ps(sumi),
-                          acc);
-  }
-  return hsum_ps(acc) - hsum_ps(acc_mins);
-}
-
-float dot_q4_k(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ4_K*>(vw);
-  return dot_k_with_mins(n, w, static_cast<const BlockQ8_K*>(va),
-                         [&](int64_t i, int pair, __m256i& lo, __m256i& hi) {
-                           unpack_q4_k_pair(w[i].qs, pair, lo, hi);
-                         });
-}
-
-float dot_q5_k(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ5_K*>(vw);
-  return dot_k_with_mins(n, w, static_cast<const BlockQ8_K*>(va),
-                         [&](int64_t i, int pair, __m256i& lo, __m256i& hi) {
-                           unpack_q5_k_pair(w[i].qs, w[i].qh, pair, lo, hi);
-                         });
-}
-
-float dot_q6_k(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const BlockQ6_K*>(vw);
-  const auto* a = static_cast<const BlockQ8_K*>(va);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const __m128i scales = load_128(w[i].scales);  // int8 [16], one per 16 elements
-    // Quants are used unsigned (0..63); the -32 offset is applied through the activation
-    // block sums: sum_s sc[s] * 32 * bsums[s].
-    const __m256i offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load_256(a[i].bsums));
-    __m256i sumi = _mm256_setzero_si256();
-    for (int half = 0; half < 2; ++half) {
-      __m256i q[4];
-      unpack_q6_k_half(w[i].ql, w[i].qh, half, q);
-      for (int k = 0; k < 4; ++k) {
-        // Elements 0..15 of q[k] use scale g = 8 * half + 2k, elements 16..31 scale g + 1.
-        const int64_t g = 8 * half + 2 * k;
-        const __m128i pick =
-            _mm_set_epi64x((g + 1) * 0x0101010101010101LL, g * 0x0101010101010101LL);
-        const __m256i sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
-        const __m256i p = _mm256_maddubs_epi16(q[k], load_256(a[i].qs + 128 * half + 32 * k));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
+      const __m256i sc_lo = _mm256_shuffle_epi8(scales, broadcast_i16_control(2 * pair));
+      const __m256i sc_hi = _mm256_shuffle_epi8(scales, broadcast_i16_control(2 * pair + 1));
+      for (int t = 0; t < kTokens; ++t) {
+        const int8_t* y = a[t][i].qs + 64 * pair;
+        sumi[t] = _mm256_add_epi32(sumi[t],
+                                   _mm256_madd_epi16(sc_lo, _mm256_maddubs_epi16(lo, load_256(y))));
+        sumi[t] = _mm256_add_epi32(
+            sumi[t], _mm256_madd_epi16(sc_hi, _mm256_maddubs_epi16(hi, load_256(y + 32))));
       }
     }
-    sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(w[i].d) * a[i].d), _mm256_cvtepi32_ps(sumi),
-                          acc);
+    for (int t = 0; t < kTokens; ++t) {
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][i].d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+    }
   }
-  return hsum_ps(acc);
+  for (int t = 0; t < kTokens; ++t) out[t] = hsum_ps(acc[t]) - hsum_ps(acc_mins[t]);
 }
+
+struct Q6_KDot {
+  template <int kTokens>
+  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
+    const auto* w = static_cast<const BlockQ6_K*>(vw);
+    const BlockQ8_K* a[kTokens];
+    activation_rows(va, stride, a);
+    __m256 acc[kTokens];
+    for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const __m128i scales = load_128(w[i].scales);  // int8 [16], one per 16 elements
+      const __m256i scales_16 = _mm256_cvtepi8_epi16(scales);
+      const float d = half_to_float(w[i].d);
+      // Quants are used unsigned (0..63); the -32 offset is applied through the activation
+      // block sums: sum_s sc[s] * 32 * bsums[s].
+      __m256i sumi[kTokens], offset[kTokens];
+      for (int t = 0; t < kTokens; ++t) {
+        offset[t] = _mm256_madd_epi16(scales_16, load_256(a[t][i].bsums));
+        sumi[t] = _mm256_setzero_si256();
+      }
+      for (int half = 0; half < 2; ++half) {
+        __m256i q[4];
+        unpack_q6_k_half(w[i].ql, w[i].qh, half, q);
+        for (int k = 0; k < 4; ++k) {
+          // Elements 0..15 of q[k] use scale g = 8 * half + 2k, elements 16..31 scale g + 1.
+          const int64_t g = 8 * half + 2 * k;
+          const __m128i pick =
+              _mm_set_epi64x((g + 1) * 0x0101010101010101LL, g * 0x0101010101010101LL);
+          const __m256i sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+          for (int t = 0; t < kTokens; ++t) {
+            const __m256i p =
+                _mm256_maddubs_epi16(q[k], load_256(a[t][i].qs + 128 * half + 32 * k));
+            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sc, p));
+          }
+        }
+      }
+      for (int t = 0; t < kTokens; ++t) {
+        const __m256i total = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(offset[t], 5));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t][i].d), _mm256_cvtepi32_ps(total), acc[t]);
+      }
+    }
+    for (int t = 0; t < kTokens; ++t) out[t] = hsum_ps(acc[t]);
+  }
+};
+
+#include "kernels/cpu/x86_dot_types.h"  // NOLINT(build/include): inside the namespace
 
 }  // namespace
 
-VecDotFn vec_dot_kernel(TensorType weight_type) {
-  switch (weight_type) {
-    case TensorType::F32:
-      return dot_f32;
-    case TensorType::F16:
-      return dot_f16;
-    case TensorType::BF16:
-      return dot_bf16;
-    case TensorType::Q4_0:
-      return dot_q4_0;
-    case TensorType::Q4_1:
-      return dot_q4_1;
-    case TensorType::Q5_0:
-      return dot_q5_0;
-    case TensorType::Q5_1:
-      return dot_q5_1;
-    case TensorType::Q8_0:
-      return dot_q8_0;
-    case TensorType::Q4_K:
-      return dot_q4_k;
-    case TensorType::Q5_K:
-      return dot_q5_k;
-    case TensorType::Q6_K:
-      return dot_q6_k;
-    default:
-      return nullptr;
-  }
-}
+VecDotFn vec_dot_kernel(TensorType weight_type) { return lookup_vec_dot(weight_type); }
+
+VecDot4Fn vec_dot_4_kernel(TensorType weight_type) { return lookup_vec_dot_4(weight_type); }
 
 }  // namespace kvc::avx2

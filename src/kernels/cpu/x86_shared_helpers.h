@@ -65,6 +65,52 @@ inline __m256i bits_to_bytes_32(uint32_t bits) {
   return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
 }
 
+// The kTokens activation rows of a multi-token dot, `stride` bytes apart, as blocks.
+template <typename Block, int kTokens>
+void activation_rows(const void* activations, size_t stride, const Block* (&rows)[kTokens]) {
+  for (int t = 0; t < kTokens; ++t) {
+    rows[t] = reinterpret_cast<const Block*>(static_cast<const uint8_t*>(activations) + t * stride);
+  }
+}
+
+// ---- legacy blocks (32 elements) ------------------------------------------------------------
+
+// Weight blocks with a min m (Q4_1, Q5_1) against Q8_1, whose s = da * sum of its quants:
+// sum_j (dw q_j + m)(da y_j) = dw da sum_j q_j y_j + m s.
+template <typename WBlock>
+constexpr bool kHasMin = requires(WBlock b) { b.m; };
+
+// The fp16 scale fields of blocks i and j (j = i + 1, or none at a row's odd end: its fields
+// read as 0) as floats. Blocks with a second field (m of Q4_1/Q5_1, s of Q8_1) give
+// [d_i, m_i, d_j, m_j], others [d_i, d_j, 0, 0].
+template <typename Block>
+__m128 block_pair_scales(const Block* bi, const Block* bj) {
+  if constexpr (requires(Block b) { b.m; } || requires(Block b) { b.s; }) {
+    // (d, m) and (d, s) are adjacent fp16 pairs: one 32-bit load each.
+    const auto pair_bits = [](const Block* b) {
+      return static_cast<int>(load_u32(reinterpret_cast<const uint8_t*>(&b->d)));
+    };
+    return _mm_cvtph_ps(_mm_setr_epi32(pair_bits(bi), bj ? pair_bits(bj) : 0, 0, 0));
+  } else {
+    return _mm_cvtph_ps(_mm_setr_epi16(static_cast<int16_t>(bi->d),
+                                       static_cast<int16_t>(bj ? bj->d : 0), 0, 0, 0, 0, 0, 0));
+  }
+}
+
+// Scale products of weight blocks i, j and their activation blocks: without a min
+// [dw_i da_i, dw_j da_j, 0, 0]; with one [dw_i da_i, m_i s_i, dw_j da_j, m_j s_j].
+template <typename WBlock, typename ABlock>
+__m128 block_pair_products(const WBlock* wi, const ABlock* ai, const WBlock* wj,
+                           const ABlock* aj) {
+  return _mm_mul_ps(block_pair_scales(wi, wj), block_pair_scales(ai, aj));
+}
+
+// m_i s_i + m_j s_j: the min terms block_pair_products leaves in lanes 1 and 3 (summed over
+// blocks), in that order.
+inline float pair_min_terms(__m128 mins) {
+  return _mm_cvtss_f32(_mm_movehdup_ps(mins)) + _mm_cvtss_f32(_mm_shuffle_ps(mins, mins, 3));
+}
+
 // ---- K-quant unpacking (256-element super-blocks) ----------------------------------------
 
 // Q4_K/Q5_K scale field (12 bytes) -> int16 [scale 0..7 | min 0..7]; the same values as
@@ -78,6 +124,16 @@ inline __m256i unpack_scales_mins_k4_16(const uint8_t* packed) {
   return _mm256_cvtepu8_epi16(_mm_setr_epi32(static_cast<int>(scales_lo),
                                              static_cast<int>(scales_hi), static_cast<int>(mins_lo),
                                              static_cast<int>(mins_hi)));
+}
+
+// The Q4_K/Q5_K min terms of one super-block against one Q8_K block, added to acc:
+// dmin * da * sum_s m[s] * (sum of the 32 activation quants of sub-block s). mins: int16
+// [8] (the high half of unpack_scales_mins_k4_16); bsums: int16 [16], one per 16 elements.
+inline __m128 add_k_min_terms(__m128 acc, __m128i mins, float dmin_da, const int16_t* bsums) {
+  const __m256i sums = load_256(bsums);
+  const __m128i sub_sums =
+      _mm_hadd_epi16(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+  return _mm_fmadd_ps(_mm_set1_ps(dmin_da), _mm_cvtepi32_ps(_mm_madd_epi16(mins, sub_sums)), acc);
 }
 
 // Q4_K sub-blocks 2*pair (low nibbles of qs[32 pair ..]) and 2*pair+1 (high nibbles) as
