@@ -5,7 +5,8 @@
 // blocks (32 elements) are scaled and accumulated in float per block; K-quant super-blocks
 // (256 elements) accumulate their sub-block scales in int32 and convert once per block.
 // Block-sum identities (Q8_1's s, Q8_K's bsums) apply weight mins and offsets without
-// touching the quants. Scalar references: reference/vec_dot_reference.cpp.
+// touching the quants. Prefill (vec_dot_4) unpacks each weight block once for four tokens.
+// Scalar references: reference/vec_dot_reference.cpp.
 #include "kernels/block_layouts.h"
 #include "kernels/cpu/avx2_common.h"
 #include "kernels/cpu/quant_avx2.h"
@@ -71,8 +72,8 @@ float dot_bf16(int64_t n, const void* vw, const void* va) {
 // (kSignedQuants) or unsigned; each block is unpacked once for all tokens.
 //
 // Blocks go in pairs: even blocks into one accumulator per token, odd blocks into another
-// (two chains hide the FMA latency), scale products from block_pair_products. That is the
-// AVX-512 kernel's order exactly (its low and high halves), so both sets give the same bits;
+// (two chains hide the FMA latency), scale products formed as in block_pair_products. That is
+// the AVX-512 kernel's order exactly (its low and high halves), so both sets give the same bits;
 // and the one-token kernel is the kTokens = 1 instance, so a token's result never depends on
 // how a matmul batches it.
 template <int kTokens, bool kSignedQuants, typename WBlock, typename ABlock, typename Quants>
