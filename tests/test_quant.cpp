@@ -653,7 +653,7 @@ TEST_P(KernelSetTest, VecDot4IsFourVecDotsBitForBit) {
     for (int64_t n : row_lengths(type)) {
       SCOPED_TRACE(std::string(type_traits(type).name) + " n=" + std::to_string(n));
       const Bytes w = random_row(type, n, rng);
-      const size_t stride = row_bytes(dot_type, n) + 6;  // rows need not be adjacent
+      const size_t stride = row_bytes(dot_type, n) + 8;  // rows need not be adjacent
       Bytes a(4 * stride);
       for (int t = 0; t < 4; ++t) {
         const std::vector<float> x = random_activations(n, rng);
