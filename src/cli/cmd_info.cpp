@@ -6,6 +6,8 @@
 
 #include "cli/commands.h"
 #include "cli/common_options.h"
+#include "kernels/cpu_features.h"
+#include "kernels/quant.h"
 
 namespace kvc::cli {
 namespace {
@@ -42,6 +44,8 @@ void run_info(const InfoOptions& o) {
   j["tensors"] = model->file().tensors().size();
   j["tensor_types"] = types;
   j["kv_bytes_per_token_f16"] = 2 * c.n_layer * c.n_head_kv * c.head_dim * 2;
+  j["cpu_kernels"] = cpu_kernel_isa();  // the set the dispatcher uses (after --kernels)
+  j["cpu_best_kernels"] = kernel_isa_name(cpu_best_kernel_isa());
   if (o.json) {
     std::cout << j.dump(2) << "\n";
     return;
