@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Prefill and decode throughput of kvc and llama.cpp on the same model, prompt and thread count,
 # in one run (machines are noisy: compare within a run). Prints a Markdown table.
-# Usage: scripts/bench_vs_llamacpp.sh [threads=2] [prompt_tokens=512] [gen_tokens=128]
+# Usage: scripts/bench_vs_llamacpp.sh [threads=2] [prompt_tokens=512] [gen_tokens=128] [model]
+#   model defaults to SmolLM2-135M-Instruct Q4_1; KVC_BIN picks another kvc binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${1:-2}; PROMPT=${2:-512}; GEN=${3:-128}
-MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL=${4:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+KVC=${KVC_BIN:-build/release/kvc}
 PY=${KVC_REFERENCE_PYTHON:-.venv/bin/python}
 [[ -x $PY ]] || { echo "run scripts/setup_reference.sh first (or set KVC_REFERENCE_PYTHON)" >&2; exit 1; }
-kvc=$(build/release/kvc bench -m "$MODEL" -t "$THREADS" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeat 3 --json)
+kvc=$("$KVC" bench -m "$MODEL" -t "$THREADS" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeat 3 --json)
 ref=$("$PY" scripts/bench_llamacpp.py "$MODEL" --threads "$THREADS" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeat 3)
 python3 - "$kvc" "$ref" <<'PY'
 import json, sys
