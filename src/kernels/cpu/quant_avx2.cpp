@@ -48,10 +48,7 @@ void dequantize_bf16(const void* src, float* y, int64_t n) {
     const __m256i bits = _mm256_slli_epi32(_mm256_cvtepu16_epi32(load_128(h + i)), 16);
     _mm256_storeu_ps(y + i, _mm256_castsi256_ps(bits));
   }
-  for (; i < n; ++i) {
-    const uint32_t bits = static_cast<uint32_t>(h[i]) << 16;
-    std::memcpy(y + i, &bits, sizeof(float));
-  }
+  for (; i < n; ++i) y[i] = bf16_to_float(h[i]);
 }
 
 void dequantize_q4_0(const void* src, float* y, int64_t n) {

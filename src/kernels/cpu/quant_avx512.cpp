@@ -48,10 +48,7 @@ void dequantize_bf16(const void* src, float* y, int64_t n) {
     const __m512i bits = _mm512_slli_epi32(_mm512_cvtepu16_epi32(load_256(h + i)), 16);
     _mm512_storeu_ps(y + i, _mm512_castsi512_ps(bits));
   }
-  for (; i < n; ++i) {
-    const uint32_t bits = static_cast<uint32_t>(h[i]) << 16;
-    std::memcpy(y + i, &bits, sizeof(float));
-  }
+  for (; i < n; ++i) y[i] = bf16_to_float(h[i]);
 }
 
 // Legacy blocks: `quants(block)` -> 32 signed bytes; `offset(block)` -> the min (or 0).

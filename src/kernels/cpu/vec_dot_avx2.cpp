@@ -57,12 +57,7 @@ float dot_bf16(int64_t n, const void* vw, const void* va) {
       [w](int64_t i) {
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_128(w + i)), 16));
       },
-      [w](int64_t i) {
-        float f;
-        const uint32_t bits = static_cast<uint32_t>(w[i]) << 16;
-        std::memcpy(&f, &bits, sizeof(f));
-        return f;
-      });
+      [w](int64_t i) { return bf16_to_float(w[i]); });
 }
 
 // ---- legacy blocks (32 elements) against Q8_0 / Q8_1 ----------------------------------

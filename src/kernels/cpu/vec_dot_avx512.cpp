@@ -38,13 +38,6 @@ float dot_float(int64_t n, const float* a, Load16 load16, Load1 load1) {
   return sum;
 }
 
-float bf16_to_float(uint16_t h) {
-  float f;
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
 float dot_f32(int64_t n, const void* vw, const void* va) {
   const auto* w = static_cast<const float*>(vw);
   return dot_float(

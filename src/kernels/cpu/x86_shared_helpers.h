@@ -11,6 +11,14 @@
 inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 inline uint16_t float_to_half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
 
+// bf16 is the top half of a float.
+inline float bf16_to_float(uint16_t h) {
+  float f;
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
 inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, sizeof(v));
