@@ -13,6 +13,7 @@
 
 #include "engine/sampler.h"
 #include "kv/paged_kv_cache.h"
+#include "forward_helper.h"
 #include "model/forward.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -58,7 +59,7 @@ inline void run_golden_case(const nlohmann::json& c, PagedKvCache& cache, Forwar
   std::span<const float> logits;
   for (const auto& p : c["positions"]) {
     const int32_t pos = p["position"].get<int32_t>();
-    logits = forward.run(cache, seq, std::span(ids).subspan(done, pos + 1 - done), done);
+    logits = run_tokens(forward, cache, seq, std::span(ids).subspan(done, pos + 1 - done), done);
     done = pos + 1;
     if (p["margin"].get<float>() < bounds.near_tie_margin) continue;
     ++r.checked_positions;
@@ -90,7 +91,7 @@ inline void run_golden_case(const nlohmann::json& c, PagedKvCache& cache, Forwar
       first_near_tie = step;
     }
     const int32_t next[1] = {expected};
-    logits = forward.run(cache, seq, next, position++);
+    logits = run_tokens(forward, cache, seq, next, position++);
   }
   std::printf("[%s] %-16s greedy: %d of %zu steps decisive and identical; first near-tie at "
               "step %d\n",

@@ -4,7 +4,7 @@
 //   - KV-Compress with a budget that keeps everything reproduces the full cache exactly
 //     (tokens, and zero KL with 100% top-1 on the fidelity text);
 //   - for every policy, KL against the full cache at C=64 exceeds KL at C=512;
-//   - a fork of the shared prefill decodes exactly what Generator::generate produces with the
+//   - a fork of the shared prefill decodes exactly what the engine serves a request with the
 //     same policy and budget (the evaluation measures what the engine serves);
 //   - every compressed fork really holds fewer KVs, within one block per row of C.
 #include <gtest/gtest.h>
@@ -13,7 +13,7 @@
 #include <fstream>
 #include <map>
 
-#include "engine/generator.h"
+#include "engine/engine.h"
 #include "engine/sampler.h"
 #include "eval/evaluator.h"
 #include "eval/texts.h"
@@ -123,25 +123,48 @@ TEST_F(EvalQuick, AForkDecodesExactlyWhatTheEngineServes) {
   const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 700);
   for (const std::string& p : {"kvcompress", "h2o"}) {  // L2 window; L1 full observation
     const PolicyVariant v = make_policy_variant(p, CompressionConfig{});
-    SharedPrefill shared(*model_, 1024, std::span(&v, 1), true);
-    const std::span<const float> logits = shared.prefill(prompt);
-    const int32_t first = argmax(logits);
-    const SequenceId fork = shared.fork(v, 32);
-    const std::vector<int32_t> from_fork = shared.greedy(fork, first, 16, {});
-    shared.release(fork);
+    EngineConfig config;
+    config.max_context = 1024;
+    config.poison_freed = true;
+    config.num_blocks = 3 * 64 * model_->config().n_layer * model_->config().n_head_kv;
+    Engine engine(*model_, config);
 
-    EngineConfig engine;
-    engine.max_context = 1024;
-    engine.poison_freed = true;
-    Generator generator(*model_, engine);
-    GenerationRequest request;
-    request.prompt = prompt;
-    request.max_tokens = 16;
-    request.compression = v.config;
-    request.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 32.0, 0};
-    const GenerationStats stats = generator.generate(request, [](int32_t) { return true; });
-    EXPECT_EQ(from_fork, stats.tokens) << p;
-    EXPECT_EQ(stats.compressions, 1) << p;
+    // What a client gets: the request served directly.
+    Request direct;
+    direct.prompt = prompt;
+    direct.max_tokens = 16;
+    direct.compression = with_budget(v, 32);
+    RequestResult served;
+    direct.on_finish = [&](const RequestResult& r) { served = r; };
+    engine.submit(std::move(direct));
+    engine.run_until_idle();
+
+    // What the evaluation measures: a held prefill recording the policy's observation (as
+    // `kvc eval --policies <p>` does), then a fork.
+    Request base;
+    base.prompt = prompt;
+    base.max_tokens = 0;
+    base.hold = true;
+    base.extra_observers = {{v.config.metric, v.config.observation_window, -1,
+                             v.config.full_observation, v.config.observation_buffer}};
+    const RequestId held = engine.submit(std::move(base));
+    engine.run_until_idle();
+    Request fork;
+    fork.max_tokens = 16;
+    fork.compression = with_budget(v, 32);
+    RequestResult forked;
+    fork.on_finish = [&](const RequestResult& r) { forked = r; };
+    engine.fork(held, std::move(fork));
+    engine.run_until_idle();
+    engine.release(held);
+    engine.run_until_idle();
+
+    EXPECT_EQ(forked.tokens, served.tokens) << p;
+    EXPECT_EQ(served.tokens.size(), 16u) << p;
+    EXPECT_EQ(served.stats.compressions, 1) << p;
+    EXPECT_EQ(forked.stats.compressions, 1) << p;
+    EXPECT_EQ(forked.stats.retained_after_prompt, served.stats.retained_after_prompt) << p;
+    EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks()) << p;
   }
 }
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/generator.h"
+#include "engine/engine.h"
 #include "golden_compare.h"
 #include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"

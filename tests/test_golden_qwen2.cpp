@@ -11,9 +11,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/generator.h"
+#include "engine/engine.h"
 #include "golden_compare.h"
 #include "kernels/cpu_features.h"
+#include "forward_helper.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/tokenizer/chat_template.h"
@@ -67,7 +68,7 @@ class GoldenQwen2Test : public ::testing::Test {
     ForwardPass forward(*model_, 256, engine.max_context);
     const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
     const SequenceId seq = cache.add_sequence();
-    std::span<const float> logits = forward.run(cache, seq, ids, 0);
+    std::span<const float> logits = test_support::run_tokens(forward, cache, seq, ids, 0);
     return {logits.begin(), logits.end()};
   }
 

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/generator.h"
+#include "engine/engine.h"
 
 namespace kvc {
 namespace {
@@ -29,17 +29,26 @@ class KvCompressEndToEnd : public ::testing::Test {
     if (model_ == nullptr) GTEST_SKIP() << "model not downloaded: run scripts/setup.sh";
   }
 
-  static GenerationStats run(const std::vector<int32_t>& prompt, int32_t max_tokens,
-                             const CompressionConfig& compression) {
-    EngineConfig engine;
-    engine.max_context = 2560;
-    engine.poison_freed = true;
-    Generator generator(*model_, engine);
-    GenerationRequest request;
+  // One request through an engine of its own; returns its result.
+  static RequestResult run(Engine& engine, Request request) {
+    RequestResult result;
+    request.on_finish = [&](const RequestResult& r) { result = r; };
+    engine.submit(std::move(request));
+    engine.run_until_idle();
+    EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
+    return result;
+  }
+  static RequestResult run(const std::vector<int32_t>& prompt, int32_t max_tokens,
+                           const CompressionConfig& compression) {
+    EngineConfig config;
+    config.max_context = 2560;
+    config.poison_freed = true;
+    Engine engine(*model_, config);
+    Request request;
     request.prompt = prompt;
     request.max_tokens = max_tokens;
     request.compression = compression;
-    return generator.generate(request, [](int32_t) { return true; });
+    return run(engine, std::move(request));
   }
 
   static Model* model_;
@@ -53,15 +62,16 @@ std::vector<int32_t> KvCompressEndToEnd::medium_prompt_;
 
 TEST_F(KvCompressEndToEnd, BudgetThatKeepsEverythingMatchesTheFullCacheExactly) {
   ASSERT_FALSE(medium_prompt_.empty());
-  const GenerationStats full = run(medium_prompt_, 24, CompressionConfig{});
+  const RequestResult full = run(medium_prompt_, 24, CompressionConfig{});
   CompressionConfig keep_all;
   keep_all.policy = KvPolicy::kKvCompress;
   keep_all.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 128};
-  const GenerationStats compressed = run(medium_prompt_, 24, keep_all);
+  const RequestResult compressed = run(medium_prompt_, 24, keep_all);
   EXPECT_EQ(compressed.tokens, full.tokens);
-  EXPECT_EQ(compressed.kv_retained, full.kv_retained);
-  EXPECT_EQ(compressed.prefill_compression.kvs_after, compressed.prefill_compression.kvs_before);
-  EXPECT_GE(compressed.compressions, 1);  // the pass ran and found nothing to evict
+  EXPECT_EQ(compressed.stats.kv_retained, full.stats.kv_retained);
+  EXPECT_EQ(compressed.stats.prefill_compression.kvs_after,
+            compressed.stats.prefill_compression.kvs_before);
+  EXPECT_GE(compressed.stats.compressions, 1);  // the pass ran and found nothing to evict
 }
 
 TEST_F(KvCompressEndToEnd, TightBudgetFreesRealMemoryWithVariableRatesPerHead) {
@@ -73,7 +83,8 @@ TEST_F(KvCompressEndToEnd, TightBudgetFreesRealMemoryWithVariableRatesPerHead) {
   CompressionConfig config;
   config.policy = KvPolicy::kKvCompress;
   config.budget = CacheBudget{CacheBudget::kMaxCacheTokens, C, 128};
-  const GenerationStats stats = run(long_prompt_, 1, config);  // one token: state right after
+  const RequestResult result = run(long_prompt_, 1, config);  // one token: state right after
+  const RequestStats& stats = result.stats;
   const CompressionResult& r = stats.prefill_compression;
   ASSERT_EQ(stats.compressions, 1);
   EXPECT_EQ(r.kvs_before, rows * static_cast<int64_t>(long_prompt_.size()));
@@ -101,29 +112,32 @@ TEST_F(KvCompressEndToEnd, ContinualCompressionKeepsDecodingWithinAFixedPool) {
   const int32_t rows = mc.n_layer * mc.n_head_kv;
   // A pool that holds the prompt plus one block per row, no more.
   const int32_t prompt_blocks = rows * ((static_cast<int32_t>(medium_prompt_.size()) + 15) / 16);
-  EngineConfig engine;
-  engine.max_context = 2048;
-  engine.poison_freed = true;
-  engine.num_blocks = prompt_blocks + rows;
-  Generator generator(*model_, engine);
-  GenerationRequest request;
+  EngineConfig config;
+  config.max_context = 2048;
+  config.poison_freed = true;
+  config.num_blocks = prompt_blocks + rows;
+  Engine engine(*model_, config);
+  Request request;
   request.prompt = medium_prompt_;
   request.max_tokens = 64;
   request.compression.policy = KvPolicy::kKvCompress;
   // The budget keeps the whole prompt, so only the forced passes evict.
   request.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 128};
-  const GenerationStats stats = generator.generate(request, [](int32_t) { return true; });
+  const RequestResult result = run(engine, request);
+  const RequestStats& stats = result.stats;
   EXPECT_EQ(stats.generated_tokens, 64);
-  EXPECT_EQ(stats.stop_reason, "max_tokens");
+  EXPECT_EQ(result.finish, FinishReason::kMaxTokens);
   EXPECT_GE(stats.compressions, 2);  // after prefill, then forced at least once
-  EXPECT_LE(stats.kv_bytes, static_cast<size_t>(engine.num_blocks) * generator.cache().pool().block_bytes());
+  EXPECT_LE(stats.kv_bytes_peak,
+            static_cast<size_t>(config.num_blocks) * engine.cache().pool().block_bytes());
   EXPECT_LT(stats.kv_retained, rows * static_cast<int64_t>(medium_prompt_.size() + 63));
+  EXPECT_GE(engine.metrics().pressure_compressions, 1);
 
   // Without continual compression the same pool runs out of blocks.
   request.compression.continual = false;
-  const GenerationStats stuck = generator.generate(request, [](int32_t) { return true; });
-  EXPECT_EQ(stuck.stop_reason, "context_full");
-  EXPECT_LT(stuck.generated_tokens, 64);
+  const RequestResult stuck = run(engine, request);
+  EXPECT_EQ(stuck.finish, FinishReason::kContextFull);
+  EXPECT_LT(stuck.stats.generated_tokens, 64);
 }
 
 }  // namespace

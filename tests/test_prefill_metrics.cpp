@@ -8,6 +8,7 @@
 #include <random>
 
 #include "compress/prefill_metrics.h"
+#include "forward_helper.h"
 #include "model/forward.h"
 #include "model/model.h"
 
@@ -85,11 +86,12 @@ TEST_F(ObservationOnRealModel, L1MassEqualsObservingQueriesAndFullObservationRes
   for (MetricAccumulation kind : {MetricAccumulation::kAbsolute, MetricAccumulation::kSquared}) {
     for (bool full : {false, true}) {
       const SequenceId seq = cache.add_sequence();
-      ForwardOptions options;
-      options.observers = {{kind, 8, n - 1, full, 10}};
-      forward.clear_observation();
-      forward.run(cache, seq, ids, 0, options);
-      const ObservationScores scores = forward.observation();
+      test_support::Observing observing;
+      observing.observers = {{kind, 8, n - 1, full, 10}};
+      observing.stride = 160;
+      observing.sums.assign(static_cast<size_t>(c.n_layer) * c.n_head * 160, 0.0f);
+      test_support::run_tokens(forward, cache, seq, ids, 0, &observing);
+      const ObservationScores scores{observing.sums.data(), c.n_layer, c.n_head, 160};
       for (int32_t l = 0; l < c.n_layer; l += 7) {
         for (int32_t h = 0; h < c.n_head; ++h) {
           const float* s = scores.head(l, h);

@@ -8,7 +8,7 @@
 #include "cli/commands.h"
 #include "kernels/quant.h"
 #include "cli/common_options.h"
-#include "engine/generator.h"
+#include "engine/engine.h"
 
 namespace kvc::cli {
 namespace {
@@ -39,8 +39,8 @@ void run_bench(const BenchOptions& o) {
   const ModelConfig& mc = model->config();
   CacheOptions cache_options = o.cache;
   if (cache_options.max_context == 0) cache_options.max_context = o.prompt_tokens + o.gen_tokens + 1;
-  Generator generator(*model, engine_config(cache_options, mc));
-  GenerationRequest request;
+  Engine engine(*model, engine_config(cache_options, mc));
+  Request request;
   request.prompt = synthetic_prompt(o.prompt_tokens, mc.n_vocab);
   request.max_tokens = o.gen_tokens + 1;  // the first token comes from the prefill logits
   request.compression = compression;
@@ -48,7 +48,11 @@ void run_bench(const BenchOptions& o) {
   std::vector<double> prefill_tps, decode_tps, compress_ms;
   double kv_mib = 0, full_mib = 0;
   for (int32_t r = 0; r < o.repeat + 1; ++r) {  // run 0 warms caches and page-ins
-    const GenerationStats stats = generator.generate(request, [](int32_t) { return true; });
+    RequestStats stats;
+    Request run = request;
+    run.on_finish = [&](const RequestResult& result) { stats = result.stats; };
+    engine.submit(std::move(run));
+    engine.run_until_idle();
     if (r == 0) continue;
     prefill_tps.push_back(stats.prefill_tokens_per_second());
     decode_tps.push_back(stats.decode_tokens_per_second());

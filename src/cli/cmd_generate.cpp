@@ -52,7 +52,7 @@ void run_generate(const GenerateOptions& o) {
   const Tokenizer& tok = model->tokenizer();
   const std::string text = read_prompt(o);
 
-  GenerationRequest request;
+  Request request;
   if (o.chat) {
     std::vector<ChatMessage> messages;
     if (!o.system.empty()) messages.push_back({"system", o.system});
@@ -66,7 +66,7 @@ void run_generate(const GenerateOptions& o) {
   request.max_tokens = o.max_tokens;
   request.compression = compression;
   if (isatty(STDERR_FILENO) != 0 && request.prompt.size() > 512) {
-    request.prefill_progress = [](int64_t done, int64_t total) {
+    request.on_prefill_progress = [](int64_t done, int64_t total) {
       std::fprintf(stderr, "\r[kvc] prefill %lld/%lld tokens (%3.0f%%)%s",
                    static_cast<long long>(done), static_cast<long long>(total),
                    100.0 * static_cast<double>(done) / static_cast<double>(total),
@@ -77,17 +77,22 @@ void run_generate(const GenerateOptions& o) {
   request.sampling = o.sampling;
   if (!o.ignore_eos) request.stop_tokens = tok.end_of_generation_ids();
 
-  Generator generator(*model, engine_config(o.cache, model->config()));
-  const GenerationStats stats = generator.generate(request, [&](int32_t token) {
+  request.on_token = [&](int32_t token) {
     if (!o.json && !tok.is_control(token)) {
       const std::string piece = tok.token_to_piece(token);
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     }
     return true;
-  });
+  };
+  RequestResult result;
+  request.on_finish = [&](const RequestResult& r) { result = r; };
+  Engine engine(*model, engine_config(o.cache, model->config()));
+  engine.submit(std::move(request));
+  engine.run_until_idle();
+  const RequestStats& stats = result.stats;
 
-  const std::string output = tok.decode(stats.tokens, false);
+  const std::string output = tok.decode(result.tokens, false);
   const ModelConfig& mc = model->config();
   const double ratio = stats.kv_bytes > 0 ? static_cast<double>(stats.full_cache_bytes) / stats.kv_bytes : 0;
   if (o.json) {
@@ -96,8 +101,9 @@ void run_generate(const GenerateOptions& o) {
     j["text"] = output;
     j["prompt_tokens"] = stats.prompt_tokens;
     j["generated_tokens"] = stats.generated_tokens;
-    j["tokens"] = stats.tokens;
-    j["stop_reason"] = stats.stop_reason;
+    j["tokens"] = result.tokens;
+    j["stop_reason"] = finish_reason_name(result.finish);
+    j["finish_reason"] = openai_finish_reason(result.finish);
     j["prefill_seconds"] = stats.prefill_seconds;
     j["decode_seconds"] = stats.decode_seconds;
     j["prefill_tokens_per_second"] = stats.prefill_tokens_per_second();
@@ -120,7 +126,7 @@ void run_generate(const GenerateOptions& o) {
                "(%.1f tok/s) | stop: %s\n",
                stats.prompt_tokens, stats.prefill_seconds, stats.prefill_tokens_per_second(),
                stats.generated_tokens, stats.decode_seconds, stats.decode_tokens_per_second(),
-               stats.stop_reason.c_str());
+               finish_reason_name(result.finish));
   std::fprintf(stderr,
                "[kvc] KV cache (%s): %lld KVs in %.2f MiB of blocks; a full cache would hold "
                "%.2f MiB (%.2fx); peak %.2f MiB; %d compression pass(es), %.1f ms\n",

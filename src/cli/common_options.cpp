@@ -30,7 +30,12 @@ void add_cache_options(CLI::App& app, CacheOptions& o) {
                  "Context length in tokens, prompt + output (0: the model's trained length)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
-  app.add_option("-b,--batch", o.batch, "Prefill chunk size in tokens")
+  app.add_option("-b,--batch", o.batch,
+                 "Token budget of one engine step: decode tokens plus prefill chunks")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  app.add_option("--max-running", o.max_running,
+                 "Requests decoded side by side at most (capped at --batch)")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
   app.add_option("--block-size", o.block_size, "KV slots per cache block (one layer, one KV head)")
@@ -223,6 +228,11 @@ EngineConfig engine_config(const CacheOptions& o, const ModelConfig& model) {
   EngineConfig c;
   c.max_context = o.max_context;
   c.max_batch_tokens = o.batch;
+  c.max_running = o.max_running;
+  if (o.max_context > model.n_ctx_train) {
+    fail("--ctx {} is longer than the model's trained context of {} tokens", o.max_context,
+         model.n_ctx_train);
+  }
   c.block_size = o.block_size;
   c.kv_storage = o.kv_dtype == "f32" ? KvStorageType::kF32 : KvStorageType::kF16;
   c.poison_freed = o.poison_kv;

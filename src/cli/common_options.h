@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "engine/generator.h"
+#include "engine/engine.h"
 #include "model/model.h"
 
 namespace kvc::cli {
@@ -24,6 +24,7 @@ struct ModelOptions {
 struct CacheOptions {
   int32_t max_context = 0;
   int32_t batch = 256;
+  int32_t max_running = 64;
   int32_t block_size = 16;
   std::string kv_dtype = "f16";
   double kv_budget_mib = 0.0;  // 0: enough for a full context

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   kvc::cli::register_tokenize(app);
   kvc::cli::register_bench(app);
   kvc::cli::register_eval(app);
+  kvc::cli::register_serve(app);
   kvc::cli::set_eval_command_line(argc, argv);
   try {
     app.parse(argc, argv);

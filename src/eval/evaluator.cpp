@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "model/tokenizer/chat_template.h"
+#include "engine/engine.h"
 #include "engine/sampler.h"
 #include "util/error.h"
 #include "util/timing.h"
@@ -108,10 +109,52 @@ std::vector<int32_t> fidelity_tokens(const Model& model, const TextSources& text
   return tokens;
 }
 
+namespace {
+
+// The observations every setting reads, each once (a prefill records them all).
+std::vector<ObservationOptions> observers_of(std::span<const PolicyVariant> variants) {
+  std::vector<ObservationOptions> out;
+  for (const PolicyVariant& v : variants) {
+    const CompressionConfig& c = v.config;
+    if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) continue;
+    const ObservationOptions o{c.metric, c.observation_window, -1, c.full_observation,
+                               c.observation_buffer};
+    const bool known = std::any_of(out.begin(), out.end(), [&](const ObservationOptions& x) {
+      return x.kind == o.kind && x.full == o.full &&
+             (o.full ? x.buffer == o.buffer : x.window == o.window);
+    });
+    if (!known) out.push_back(o);
+  }
+  return out;
+}
+
+ForkStats fork_stats(const RequestResult& r, const ModelConfig& mc, int32_t block_size,
+                     size_t block_bytes) {
+  const RequestStats& st = r.stats;
+  const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
+  ForkStats f;
+  f.kvs_full = rows * st.prompt_tokens;
+  f.bytes_full = static_cast<size_t>(rows * ((st.prompt_tokens + block_size - 1) / block_size)) *
+                 block_bytes;
+  f.retained_per_row = st.retained_after_prompt;
+  f.compress_seconds = st.compress_seconds;
+  if (st.compressions > 0) {
+    f.kvs_kept = st.prefill_compression.kvs_after;
+    f.bytes_kept = static_cast<size_t>(st.prefill_compression.blocks_after) * block_bytes;
+  } else {
+    f.kvs_kept = f.kvs_full;
+    f.bytes_kept = f.bytes_full;
+  }
+  return f;
+}
+
+}  // namespace
+
 void run_eval(const Model& model, const TextSources& texts, const EvalSettings& settings,
               const EvalCallbacks& callbacks) {
   validate(model, settings);
   const Tokenizer& tok = model.tokenizer();
+  const ModelConfig& mc = model.config();
   const std::vector<int32_t> stop_tokens = tok.end_of_generation_ids();
 
   const PolicyVariant full = make_policy_variant("full", settings.variants.empty()
@@ -131,9 +174,25 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   for (int32_t len : settings.fidelity_lengths) {
     max_context = std::max(max_context, len + settings.continuation + 2);
   }
-  max_context = std::min(max_context, model.config().n_ctx_train);
+  max_context = std::min(max_context, mc.n_ctx_train);
   if (max_context == 0) return;  // nothing to run
-  SharedPrefill shared(model, max_context, settings.variants, settings.poison_kv);
+  // The pool holds the held prefill, the settings' copies as they are made (each full-size
+  // until its compression runs) and the compressed ones decoding side by side.
+  constexpr int32_t kBlockSize = 16;
+  constexpr int64_t kContextsInPool = 8;
+  const int64_t per_context = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv *
+                              ((max_context + kBlockSize - 1) / kBlockSize);
+  if (per_context * kContextsInPool > INT32_MAX) {
+    fail("context {} is too long for one KV pool", max_context);
+  }
+  EngineConfig engine_config;
+  engine_config.max_context = max_context;
+  engine_config.block_size = kBlockSize;
+  engine_config.num_blocks = static_cast<int32_t>(per_context * kContextsInPool);
+  engine_config.poison_freed = settings.poison_kv;
+  Engine engine(model, engine_config);
+  const size_t block_bytes = engine.cache().pool().block_bytes();
+  const std::vector<ObservationOptions> observers = observers_of(settings.variants);
 
   const int64_t n_task_samples = static_cast<int64_t>(settings.tasks.size()) *
                                  static_cast<int64_t>(settings.lengths.size()) * settings.samples;
@@ -146,6 +205,17 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   };
   const auto setting_name = [](const Setting& r) {
     return r.budget == 0 ? r.variant->name : fmt::format("{} C={}", r.variant->name, r.budget);
+  };
+  // The shared prefill: held, recording every setting's observation.
+  const auto prefill = [&](std::vector<int32_t> prompt) {
+    Request base;
+    base.prompt = std::move(prompt);
+    base.max_tokens = 0;
+    base.hold = true;
+    base.extra_observers = observers;
+    const RequestId id = engine.submit(std::move(base));
+    engine.run_until_idle();
+    return id;
   };
 
   const std::string_view chat_template = model.chat_template();
@@ -162,62 +232,103 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
         const std::vector<int32_t> prompt = tok.encode(text, true);
         const std::string label = fmt::format("{} {} #{}", task, length, i);
         progress(label + " prefill");
-        const int32_t first = argmax(shared.prefill(prompt));
-        for (const Setting& r : runs) {
-          progress(fmt::format("{} {}", label, setting_name(r)));
-          TaskRecord rec;
-          const SequenceId fork = shared.fork(*r.variant, r.budget, &rec.fork);
-          const auto start = std::chrono::steady_clock::now();
-          const std::vector<int32_t> out =
-              shared.greedy(fork, first, sample.max_new_tokens, stop_tokens);
-          rec.decode_seconds = seconds_since(start);
-          shared.release(fork);
+        const RequestId base = prefill(prompt);
+        std::vector<TaskRecord> records(runs.size());
+        for (size_t k = 0; k < runs.size(); ++k) {
+          const Setting& r = runs[k];
+          Request fork;
+          fork.compression = with_budget(*r.variant, r.budget);
+          fork.max_tokens = sample.max_new_tokens;
+          fork.stop_tokens = stop_tokens;
+          fork.on_finish = [&, k](const RequestResult& result) {
+            TaskRecord& rec = records[k];
+            rec.fork = fork_stats(result, mc, kBlockSize, block_bytes);
+            rec.decode_seconds = result.stats.decode_seconds;
+            rec.prediction = tok.decode(result.tokens, false);
+            rec.generated_tokens = static_cast<int32_t>(result.tokens.size());
+            ++done;
+            progress(fmt::format("{} {}", label, setting_name(runs[k])));
+          };
+          engine.fork(base, std::move(fork));
+        }
+        engine.run_until_idle();
+        engine.release(base);
+        for (size_t k = 0; k < runs.size(); ++k) {
+          TaskRecord& rec = records[k];
           rec.task = task;
           rec.length = length;
           rec.sample = i;
           rec.prompt_tokens = static_cast<int32_t>(prompt.size());
-          rec.policy = r.variant->name;
-          rec.budget = r.budget;
-          rec.prediction = tok.decode(out, false);
+          rec.policy = runs[k].variant->name;
+          rec.budget = runs[k].budget;
           rec.answers = sample.answers;
           rec.score = string_match_all(rec.prediction, rec.answers);
           rec.depth = sample.depth;
-          rec.generated_tokens = static_cast<int32_t>(out.size());
-          ++done;
           if (callbacks.on_task) callbacks.on_task(rec);
         }
       }
     }
   }
 
-  const int32_t n_vocab = model.config().n_vocab;
+  const int32_t n_vocab = mc.n_vocab;
   std::vector<float> reference;
   for (int32_t length : settings.fidelity_lengths) {
     for (int32_t i = 0; i < settings.fidelity_samples; ++i) {
       const std::vector<int32_t> tokens =
           fidelity_tokens(model, texts, length, settings.continuation, i, settings.seed);
-      const std::span<const int32_t> context(tokens.data(), static_cast<size_t>(length));
-      const std::span<const int32_t> forced(tokens.data() + length,
-                                            static_cast<size_t>(settings.continuation));
+      const std::vector<int32_t> context(tokens.begin(), tokens.begin() + length);
+      const std::vector<int32_t> forced(tokens.begin() + length,
+                                        tokens.begin() + length + settings.continuation);
       const std::string label = fmt::format("fidelity {} #{}", length, i);
       progress(label + " prefill");
-      shared.prefill(context);
-      for (const Setting& r : runs) {
-        progress(fmt::format("{} {}", label, setting_name(r)));
-        FidelityRecord rec;
-        const SequenceId fork = shared.fork(*r.variant, r.budget, &rec.fork);
-        const std::span<const float> logits = shared.score(fork, forced);
-        if (r.budget == 0) reference.assign(logits.begin(), logits.end());
-        for (int32_t t = 0; t < settings.continuation; ++t) {
-          const size_t row = static_cast<size_t>(t) * n_vocab;
-          const LogitComparison c =
-              compare_logits(std::span(reference).subspan(row, n_vocab),
-                             logits.subspan(row, n_vocab), tokens[length + t + 1]);
-          rec.kl += c.kl;
-          rec.top1 += c.same_top1 ? 1.0 : 0.0;
-          rec.nll += c.nll;
-        }
-        shared.release(fork);
+      const RequestId base = prefill(context);
+      std::vector<FidelityRecord> records(runs.size());
+      // The full cache first: its distributions are the reference of every other setting.
+      reference.assign(static_cast<size_t>(settings.continuation) * n_vocab, 0.0f);
+      for (size_t k = 0; k < runs.size(); ++k) {
+        const Setting& r = runs[k];
+        Request fork;
+        fork.compression = with_budget(*r.variant, r.budget);
+        fork.max_tokens = 0;
+        fork.forced_tokens = forced;
+        fork.on_forced_logits = [&, k](std::span<const float> logits, int32_t first) {
+          const auto rows = static_cast<int32_t>(logits.size() / n_vocab);
+          if (k == 0) {
+            std::copy(logits.begin(), logits.end(), reference.begin() + first * n_vocab);
+            return;
+          }
+          FidelityRecord& rec = records[k];
+          for (int32_t j = 0; j < rows; ++j) {
+            const int32_t t = first + j;
+            const LogitComparison c = compare_logits(
+                std::span(reference).subspan(static_cast<size_t>(t) * n_vocab, n_vocab),
+                logits.subspan(static_cast<size_t>(j) * n_vocab, n_vocab), tokens[length + t + 1]);
+            rec.kl += c.kl;
+            rec.top1 += c.same_top1 ? 1.0 : 0.0;
+            rec.nll += c.nll;
+          }
+        };
+        fork.on_finish = [&, k](const RequestResult& result) {
+          records[k].fork = fork_stats(result, mc, kBlockSize, block_bytes);
+          ++done;
+          progress(fmt::format("{} {}", label, setting_name(runs[k])));
+        };
+        engine.fork(base, std::move(fork));
+        // The reference must be complete before any other setting compares with it.
+        if (k == 0) engine.run_until_idle();
+      }
+      engine.run_until_idle();
+      engine.release(base);
+      // The full cache compared with itself.
+      for (int32_t t = 0; t < settings.continuation; ++t) {
+        const auto row = std::span(reference).subspan(static_cast<size_t>(t) * n_vocab, n_vocab);
+        const LogitComparison c = compare_logits(row, row, tokens[length + t + 1]);
+        records[0].kl += c.kl;
+        records[0].top1 += c.same_top1 ? 1.0 : 0.0;
+        records[0].nll += c.nll;
+      }
+      for (size_t k = 0; k < runs.size(); ++k) {
+        FidelityRecord& rec = records[k];
         rec.kl /= settings.continuation;
         rec.top1 /= settings.continuation;
         rec.nll /= settings.continuation;
@@ -225,13 +336,13 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
         rec.sample = i;
         rec.context_tokens = length;
         rec.continuation_tokens = settings.continuation;
-        rec.policy = r.variant->name;
-        rec.budget = r.budget;
-        ++done;
+        rec.policy = runs[k].variant->name;
+        rec.budget = runs[k].budget;
         if (callbacks.on_fidelity) callbacks.on_fidelity(rec);
       }
     }
   }
+  engine.run_until_idle();  // frees the last released prefill
   progress("done");
 }
 

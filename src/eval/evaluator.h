@@ -1,5 +1,10 @@
 // `kvc eval`: long-context tasks and fidelity on real text, every policy at every budget from
-// one shared prefill per sample (eval/shared_prefill.h).
+// one shared prefill per sample. The prompt runs through the engine once, held, recording in
+// the same pass every observation any setting reads (window L2, window L1, full L1, ...); each
+// setting is then an engine fork of it: a copy of the prefilled sequence, compressed exactly as
+// the engine compresses after prefill, decoded (tasks) or teacher-forced (fidelity) side by
+// side with the other settings in batched steps. A fork's first token comes from the
+// uncompressed prefill's logits, as for every request.
 //
 // Tasks (eval/tasks.h): RULER's synthetic recipes over the Debian texts. The prompt is the
 // model's chat template around the task input, then RULER's answer prefix; the answer is
@@ -16,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "eval/shared_prefill.h"
+#include "eval/policy_variants.h"
 #include "eval/tasks.h"
 #include "model/model.h"
 
@@ -33,6 +38,16 @@ struct EvalSettings {
   std::vector<int32_t> fidelity_lengths; // context tokens
   int32_t continuation = 128;            // teacher-forced tokens scored
   bool poison_kv = false;
+};
+
+// What one setting kept, right after its compression.
+struct ForkStats {
+  int64_t kvs_kept = 0;           // KVs the fork holds after compression (all rows)
+  int64_t kvs_full = 0;           // KVs of the uncompressed prefill
+  size_t bytes_kept = 0;          // physical bytes of the fork's blocks after compression
+  size_t bytes_full = 0;          // physical bytes of the uncompressed prefill's blocks
+  double compress_seconds = 0.0;  // metric write + plan + compaction
+  std::vector<int32_t> retained_per_row;  // [n_layer * n_head_kv] after compression
 };
 
 struct TaskRecord {

@@ -16,11 +16,12 @@ namespace kvc {
 
 enum class KvStorageType : uint8_t { kF16, kF32 };
 
-// The shared physical pool (one per cache).
+// The shared physical pool (one per cache). Attention reads K/V/positions and may add to the
+// metric; paged_kv_store (kernels/paged_kv_store.h) writes new KVs through the same view.
 struct PagedKvPool {
-  const void* k = nullptr;            // [num_blocks, block_size, head_dim] of storage type
-  const void* v = nullptr;            // [num_blocks, block_size, head_dim]
-  const int32_t* positions = nullptr; // [num_blocks, block_size]
+  void* k = nullptr;                  // [num_blocks, block_size, head_dim] of storage type
+  void* v = nullptr;                  // [num_blocks, block_size, head_dim]
+  int32_t* positions = nullptr;       // [num_blocks, block_size]
   float* metric = nullptr;            // [num_blocks, block_size], may be null
   int32_t block_size = 16;
   int32_t head_dim = 0;

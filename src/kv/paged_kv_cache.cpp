@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "util/error.h"
-#include "util/fp16.h"
+#include "kernels/paged_kv_store.h"
 
 namespace kvc {
 
@@ -85,36 +85,33 @@ int64_t PagedKvCache::blocks_needed(SequenceId seq, int32_t n_tokens) const {
   return needed;
 }
 
+void PagedKvCache::grow(SequenceId seq, int32_t n_tokens) {
+  KVC_ASSERT(n_tokens >= 0 && can_append(seq, n_tokens));
+  const int32_t bs = config_.block_size;
+  for (HeadRow& r : sequences_[seq].rows) {
+    r.length += n_tokens;
+    while (static_cast<int64_t>(r.blocks.size()) * bs < r.length) {
+      const int32_t block = pool_.allocate();
+      KVC_ASSERT(block >= 0);  // counted by can_append
+      r.blocks.push_back(block);
+    }
+  }
+}
+
 void PagedKvCache::append(SequenceId seq, int32_t layer, int32_t kv_head, const float* k,
                           int64_t k_stride, const float* v, int64_t v_stride,
                           const int32_t* positions, int32_t n) {
   HeadRow& r = mutable_row(seq, layer, kv_head);
   const int32_t bs = config_.block_size;
-  const int32_t d = config_.head_dim;
-  for (int32_t i = 0; i < n; ++i) {
-    if (r.length == static_cast<int32_t>(r.blocks.size()) * bs) {
-      const int32_t block = pool_.allocate();
-      KVC_ASSERT(block >= 0);  // caller must check can_append first
-      r.blocks.push_back(block);
-    }
-    const int64_t slot = static_cast<int64_t>(r.blocks[r.length / bs]) * bs + r.length % bs;
-    const float* ki = k + i * k_stride;
-    const float* vi = v + i * v_stride;
-    if (config_.storage == KvStorageType::kF16) {
-      auto* kd = reinterpret_cast<uint16_t*>(pool_.k_slot(slot));
-      auto* vd = reinterpret_cast<uint16_t*>(pool_.v_slot(slot));
-      for (int32_t j = 0; j < d; ++j) {
-        kd[j] = float_to_fp16(ki[j]);
-        vd[j] = float_to_fp16(vi[j]);
-      }
-    } else {
-      std::memcpy(pool_.k_slot(slot), ki, sizeof(float) * d);
-      std::memcpy(pool_.v_slot(slot), vi, sizeof(float) * d);
-    }
-    pool_.metric()[slot] = 0.0f;
-    pool_.positions()[slot] = positions[i];
-    ++r.length;
+  const int32_t first = r.length;
+  r.length += n;
+  while (static_cast<int64_t>(r.blocks.size()) * bs < r.length) {
+    const int32_t block = pool_.allocate();
+    KVC_ASSERT(block >= 0);  // caller must check can_append first
+    r.blocks.push_back(block);
   }
+  paged_kv_store(pool_.view(), row_view(seq, layer, kv_head), first, k, k_stride, v, v_stride,
+                 positions, n);
 }
 
 void PagedKvCache::truncate_row(SequenceId seq, int32_t layer, int32_t kv_head,

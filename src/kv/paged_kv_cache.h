@@ -11,8 +11,11 @@
 //   - a row of length n owns exactly ceil(n / block_size) blocks; only its last block may be
 //     partly filled;
 //   - only this class calls BlockPool::allocate/release, and block tables change only in
-//     append(), remove_sequence() and truncate_row() (called by apply_compaction between
-//     model steps).
+//     grow(), append(), remove_sequence() and truncate_row() (called by apply_compaction
+//     between model steps);
+//   - within a model step, between grow() and the forward pass's stores, the newest slots of
+//     a row are allocated but not yet written (NaN when poisoned); nothing reads them before
+//     the store of the same layer.
 #pragma once
 
 #include <cstddef>
@@ -60,6 +63,12 @@ class PagedKvCache {
   bool can_append(SequenceId seq, int32_t n_tokens) const {
     return blocks_needed(seq, n_tokens) <= pool_.free_blocks();
   }
+
+  // Raises every head row of `seq` by n_tokens slots, allocating blocks as rows fill, before a
+  // model step stores its KVs there through row_view() (kernels/paged_kv_store.h). Caller
+  // checked can_append (asserted). Block tables do not change again until the step is done, so
+  // the views stay valid for the whole step.
+  void grow(SequenceId seq, int32_t n_tokens);
 
   // Appends n KVs (already RoPE'd keys) to row (seq, layer, kv_head), allocating blocks as it
   // fills them; new KVs start with metric 0. Caller checked can_append (asserted).

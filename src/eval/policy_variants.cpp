@@ -1,0 +1,61 @@
+#include "eval/policy_variants.h"
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace kvc::eval {
+namespace {
+
+struct VariantName {
+  std::string_view name;
+  std::string_view description;
+};
+
+constexpr VariantName kAblations[] = {
+    {"kvcompress-l1", "KV-Compress with the L1 metric (sum of attention) instead of L2"},
+    {"kvcompress-w32", "KV-Compress observing with the last 32 prompt queries instead of 8"},
+    {"kvcompress-full", "KV-Compress with full observation (every query, KVs >= 10 older)"},
+};
+
+}  // namespace
+
+PolicyVariant make_policy_variant(std::string_view name, const CompressionConfig& base) {
+  PolicyVariant v{std::string(name), base};
+  std::string_view policy = name;
+  if (name.starts_with("kvcompress-")) policy = "kvcompress";
+  const bool ablation = std::any_of(std::begin(kAblations), std::end(kAblations),
+                                    [&](const VariantName& a) { return a.name == name; });
+  if (policy != name && !ablation) {
+    fail("unknown policy '{}'; valid: {}", name, policy_variant_names());
+  }
+  try {
+    v.config.policy = parse_policy(policy);
+  } catch (const Error&) {
+    fail("unknown policy '{}'; valid: {}", name, policy_variant_names());
+  }
+  v.config.metric = MetricAccumulation::kSquared;
+  v.config.full_observation = false;
+  if (name == "kvcompress-l1") v.config.metric = MetricAccumulation::kAbsolute;
+  if (name == "kvcompress-w32") v.config.observation_window = 32;
+  if (name == "kvcompress-full") v.config.full_observation = true;
+  apply_policy_defaults(v.config);
+  validate_compression_config(v.config);
+  return v;
+}
+
+std::string policy_variant_names() {
+  std::string names = policy_names();
+  for (const VariantName& a : kAblations) names += fmt::format(", {}", a.name);
+  return names;
+}
+
+CompressionConfig with_budget(const PolicyVariant& variant, int32_t budget) {
+  CompressionConfig c = variant.config;
+  if (c.compresses()) {
+    c.budget = CacheBudget{CacheBudget::kMaxCacheTokens, static_cast<double>(budget), 0};
+  }
+  return c;
+}
+
+}  // namespace kvc::eval

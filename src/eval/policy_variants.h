@@ -1,0 +1,31 @@
+// The named compression settings `kvc eval` compares: every KvPolicy by its CLI name, plus the
+// KV-Compress ablations of the paper. The budget C is set per run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "compress/compressor.h"
+
+namespace kvc::eval {
+
+struct PolicyVariant {
+  std::string name;          // "full", "kvcompress", "kvcompress-l1", "snapkv", ...
+  CompressionConfig config;  // the policy's defaults (apply_policy_defaults) + base options
+};
+
+// Every KvPolicy by its CLI name, plus the KV-Compress ablations of the paper:
+//   kvcompress-l1    L1 metric instead of L2 (squared attention)
+//   kvcompress-w32   observation window of 32 queries instead of 8
+//   kvcompress-full  full observation (every query observes KVs >= observation_buffer older)
+// `base` carries the shared options (protected window, sinks, seeds, ...). Throws kvc::Error
+// listing the valid names.
+PolicyVariant make_policy_variant(std::string_view name, const CompressionConfig& base);
+std::string policy_variant_names();
+
+// `variant` at C = budget KVs per head row (full: unchanged).
+CompressionConfig with_budget(const PolicyVariant& variant, int32_t budget);
+
+}  // namespace kvc::eval

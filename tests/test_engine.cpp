@@ -1,0 +1,322 @@
+// The engine on SmolLM2: one step loop for every client, checked against what the code before
+// it produced and against itself run one request at a time.
+//   - every case of tests/golden/generate_before_engine.json (greedy, seeded sampling, four
+//     policies, continual and interval compression) gives the same tokens as before;
+//   - the same prompt in chunks of 256, 37 or 1 token gives bit-identical logits (what makes
+//     batching and recomputation exact);
+//   - requests decoded side by side, with prefill chunks mixed into decode steps, give the
+//     tokens each gives alone;
+//   - under a pool too small for all of them, compression comes before preemption, preempted
+//     requests complete with the greedy tokens of an unpressured run, and every block is free
+//     afterwards;
+//   - cancellation, the engine's own thread, and requests that can never run.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "engine/engine.h"
+#include "forward_helper.h"
+#include "model/tokenizer/chat_template.h"
+#include "util/error.h"
+
+namespace kvc {
+namespace {
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string path = KVC_MODEL_DIR "/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (!std::ifstream(path)) return;
+    model_ = Model::load(path).release();
+    std::ifstream in(KVC_SOURCE_DIR "/tests/golden/smollm2_llamacpp.json");
+    const nlohmann::json golden = nlohmann::json::parse(in);
+    for (const auto& c : golden["cases"]) {
+      prompts_[c["name"].get<std::string>()] = c["ids"].get<std::vector<int32_t>>();
+    }
+  }
+  static void TearDownTestSuite() { delete model_; }
+  void SetUp() override {
+    if (model_ == nullptr) GTEST_SKIP() << "model not downloaded: run scripts/setup.sh";
+  }
+
+  static int32_t rows() { return model_->config().n_layer * model_->config().n_head_kv; }
+
+  static EngineConfig config(int32_t num_blocks = 0) {
+    EngineConfig c;
+    c.max_context = 2560;
+    c.poison_freed = true;
+    c.num_blocks = num_blocks;
+    return c;
+  }
+
+  // Submits every request, steps until idle, returns the results by submission order.
+  static std::vector<RequestResult> serve(Engine& engine, std::vector<Request> requests) {
+    std::vector<RequestResult> results(requests.size());
+    for (size_t i = 0; i < requests.size(); ++i) {
+      requests[i].on_finish = [&results, i](const RequestResult& r) { results[i] = r; };
+      engine.submit(std::move(requests[i]));
+    }
+    engine.run_until_idle();
+    return results;
+  }
+
+  static Request greedy(std::vector<int32_t> prompt, int32_t max_tokens) {
+    Request r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    return r;
+  }
+
+  // A prompt of n tokens from one of the golden texts, different per `variant`.
+  static std::vector<int32_t> prompt_of(int32_t n, int32_t variant) {
+    const std::vector<int32_t>& text = prompts_.at(variant % 2 == 0 ? "austen_pride_2k" : "jargon_1k");
+    const size_t start = static_cast<size_t>(variant / 2) * 53;
+    std::vector<int32_t> p{text[0]};
+    p.insert(p.end(), text.begin() + 1 + start, text.begin() + start + n);
+    return p;
+  }
+
+  static Model* model_;
+  static std::map<std::string, std::vector<int32_t>> prompts_;
+};
+
+Model* EngineTest::model_ = nullptr;
+std::map<std::string, std::vector<int32_t>> EngineTest::prompts_;
+
+// The settings under which tests/golden/generate_before_engine.json was produced.
+Request golden_request(const nlohmann::json& c, const Tokenizer& tok, int32_t* num_blocks,
+                       int32_t rows) {
+  const std::string name = c["name"].get<std::string>();
+  Request r;
+  r.prompt = c["prompt"].get<std::vector<int32_t>>();
+  r.max_tokens = c["max_tokens"].get<int32_t>();
+  *num_blocks = 0;
+  if (name.starts_with("chat_")) r.stop_tokens = tok.end_of_generation_ids();
+  if (name == "chat_sampled") r.sampling = SamplingParams{0.7f, 0, 0.9f, 1};
+  if (name == "chat_topk") r.sampling = SamplingParams{1.0f, 40, 1.0f, 7};
+  CompressionConfig& cc = r.compression;
+  if (name == "jargon_kvcompress_c64") {
+    cc.policy = KvPolicy::kKvCompress;
+    cc.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 64.0, 128};
+  } else if (name == "austen_snapkv_c128") {
+    cc.policy = KvPolicy::kSnapKv;
+    cc.metric = MetricAccumulation::kAbsolute;
+    cc.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 128};
+  } else if (name == "jargon_h2o_c64") {
+    cc.policy = KvPolicy::kH2O;
+    cc.metric = MetricAccumulation::kAbsolute;
+    cc.full_observation = true;
+    cc.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 64.0, 128};
+  } else if (name == "jargon_kvcompress_continual") {
+    cc.policy = KvPolicy::kKvCompress;
+    cc.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 128};
+    const auto n = static_cast<int32_t>(r.prompt.size());
+    *num_blocks = rows * ((n + 15) / 16) + rows;
+  } else if (name == "austen_kvcompress_rate8_interval8") {
+    cc.policy = KvPolicy::kKvCompress;
+    cc.budget = CacheBudget{CacheBudget::kCompressionRate, 8.0, 64};
+    cc.interval = 8;
+  }
+  return r;
+}
+
+TEST_F(EngineTest, GivesTheTokensGenerateGaveBeforeTheEngine) {
+  std::ifstream in(KVC_SOURCE_DIR "/tests/golden/generate_before_engine.json");
+  const nlohmann::json golden = nlohmann::json::parse(in);
+  ASSERT_GE(golden["cases"].size(), 8u);
+  for (const auto& c : golden["cases"]) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    int32_t num_blocks = 0;
+    Request r = golden_request(c, model_->tokenizer(), &num_blocks, rows());
+    Engine engine(*model_, config(num_blocks));
+    const std::vector<RequestResult> out = serve(engine, {std::move(r)});
+    EXPECT_EQ(out[0].tokens, c["tokens"].get<std::vector<int32_t>>());
+    EXPECT_STREQ(finish_reason_name(out[0].finish), c["stop_reason"].get<std::string>().c_str());
+    EXPECT_EQ(out[0].stats.compressions, c["compressions"].get<int32_t>());
+    EXPECT_EQ(out[0].stats.kv_retained, c["kv_retained"].get<int64_t>());
+  }
+}
+
+TEST_F(EngineTest, TiledChunkSizeDoesNotChangeALogitBit) {
+  const std::vector<int32_t> prompt = prompt_of(300, 0);
+  const ModelConfig& mc = model_->config();
+  std::vector<std::vector<float>> logits;
+  for (int32_t chunk : {256, 37, 1}) {
+    PagedKvCache cache(KvCacheConfig{mc.n_layer, mc.n_head_kv, mc.head_dim, 16, rows() * 20,
+                                     KvStorageType::kF16, true});
+    ForwardPass forward(*model_, chunk, 320);
+    const SequenceId seq = cache.add_sequence();
+    std::span<const float> l;
+    for (size_t begin = 0; begin < prompt.size(); begin += chunk) {
+      const size_t n = std::min<size_t>(chunk, prompt.size() - begin);
+      l = test_support::run_tokens(forward, cache, seq, std::span(prompt).subspan(begin, n),
+                                   static_cast<int32_t>(begin));
+    }
+    logits.emplace_back(l.begin(), l.end());
+  }
+  // 256 and 37 both run query tiles; 1 runs the per-query (decode) kernel, whose online
+  // softmax rounds differently over 300 positions and 30 layers: only the tiled chunkings
+  // must agree bit for bit; the per-query one must still pick the same next token.
+  EXPECT_EQ(logits[0], logits[1]);
+  EXPECT_EQ(argmax(logits[0]), argmax(logits[2]));
+}
+
+TEST_F(EngineTest, SideBySideRequestsGiveTheTokensEachGivesAlone) {
+  std::vector<Request> requests;
+  for (int32_t i = 0; i < 5; ++i) {
+    Request r = greedy(prompt_of(60 + 70 * i, i), 24 + 4 * i);
+    if (i == 3) {
+      r.compression.policy = KvPolicy::kKvCompress;
+      r.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 32.0, 0};
+    }
+    if (i == 4) r.sampling = SamplingParams{0.8f, 40, 0.95f, 3};
+    requests.push_back(std::move(r));
+  }
+  std::vector<RequestResult> alone;
+  for (const Request& r : requests) {
+    Engine engine(*model_, config());
+    alone.push_back(serve(engine, {r})[0]);
+  }
+  EngineConfig c = config(rows() * 160 * 2);
+  c.max_batch_tokens = 64;  // prompts span several steps, mixed with the others' decode tokens
+  Engine engine(*model_, c);
+  const std::vector<RequestResult> together = serve(engine, requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(together[i].tokens, alone[i].tokens) << "request " << i;
+    EXPECT_EQ(together[i].finish, FinishReason::kMaxTokens);
+  }
+  EXPECT_GE(engine.metrics().peak_batch, 3);
+  EXPECT_EQ(engine.metrics().preemptions, 0);
+  EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
+}
+
+TEST_F(EngineTest, PreemptedRequestsCompleteWithTheGreedyTokensOfAnUnpressuredRun) {
+  std::vector<Request> requests;
+  for (int32_t i = 0; i < 6; ++i) requests.push_back(greedy(prompt_of(90 + 11 * i, i), 48));
+  Engine roomy(*model_, config(rows() * 12 * 6));
+  const std::vector<RequestResult> expected = serve(roomy, requests);
+  EXPECT_EQ(roomy.metrics().preemptions, 0);
+
+  // Room for about two and a half of the six at full length (9-10 blocks per row each).
+  Engine tight(*model_, config(rows() * 24));
+  const std::vector<RequestResult> got = serve(tight, requests);
+  const EngineMetrics m = tight.metrics();
+  EXPECT_GT(m.preemptions, 0);
+  int32_t preempted = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(got[i].finish, FinishReason::kMaxTokens) << "request " << i;
+    EXPECT_EQ(got[i].tokens, expected[i].tokens) << "request " << i;
+    preempted += got[i].stats.preemptions > 0;
+  }
+  EXPECT_GT(preempted, 0);
+  EXPECT_EQ(got[0].stats.preemptions, 0) << "the oldest request is never the one preempted";
+  EXPECT_EQ(tight.cache().pool().free_blocks(), tight.cache().pool().num_blocks());
+  tight.cache().check_invariants();
+}
+
+TEST_F(EngineTest, UnderPressureCompressionComesBeforePreemption) {
+  // Three KV-Compress requests whose budget keeps their whole prompt: only the pool is tight.
+  std::vector<Request> requests;
+  for (int32_t i = 0; i < 3; ++i) {
+    Request r = greedy(prompt_of(200, i), 64);
+    r.compression.policy = KvPolicy::kKvCompress;
+    r.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 0};
+    requests.push_back(std::move(r));
+  }
+  // Three prompts of 13 blocks per row fit; 64 more tokens each (4 blocks per row) do not.
+  Engine engine(*model_, config(rows() * 42));
+  const std::vector<RequestResult> got = serve(engine, requests);
+  const EngineMetrics m = engine.metrics();
+  EXPECT_GT(m.pressure_compressions, 0);
+  EXPECT_EQ(m.preemptions, 0);
+  EXPECT_GT(m.kvs_evicted, 0);
+  for (const RequestResult& r : got) {
+    EXPECT_EQ(r.finish, FinishReason::kMaxTokens);
+    EXPECT_EQ(r.tokens.size(), 64u);
+    EXPECT_LE(r.stats.kv_bytes_peak, static_cast<size_t>(rows()) * 42 * engine.cache().pool().block_bytes());
+  }
+  EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
+}
+
+TEST_F(EngineTest, CancelledRequestsFreeTheirBlocks) {
+  Engine engine(*model_, config());
+  Request r = greedy(prompt_of(100, 1), 100);
+  int32_t seen = 0;
+  r.on_token = [&](int32_t) { return ++seen < 5; };
+  Request other = greedy(prompt_of(80, 2), 10);
+  const std::vector<RequestResult> out = serve(engine, {std::move(r), std::move(other)});
+  EXPECT_EQ(out[0].finish, FinishReason::kCancelled);
+  EXPECT_EQ(out[0].tokens.size(), 5u);
+  EXPECT_EQ(out[1].finish, FinishReason::kMaxTokens);
+  EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
+}
+
+TEST_F(EngineTest, ItsOwnThreadServesClientsOnOtherThreads) {
+  Engine engine(*model_, config());
+  engine.start();
+  std::atomic<int32_t> finished{0};
+  std::atomic<int32_t> tokens{0};
+  std::vector<std::thread> clients;
+  RequestId to_cancel = -1;
+  std::atomic<bool> cancel_finished{false};
+  for (int32_t i = 0; i < 4; ++i) {
+    clients.emplace_back([&, i] {
+      Request r = greedy(prompt_of(40 + 10 * i, i), 12);
+      r.on_token = [&](int32_t) { ++tokens; return true; };
+      r.on_finish = [&](const RequestResult& res) {
+        EXPECT_EQ(res.finish, FinishReason::kMaxTokens);
+        ++finished;
+      };
+      engine.submit(std::move(r));
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  {
+    Request r = greedy(prompt_of(50, 5), 1000);
+    r.on_finish = [&](const RequestResult& res) {
+      EXPECT_EQ(res.finish, FinishReason::kCancelled);
+      cancel_finished = true;
+    };
+    to_cancel = engine.submit(std::move(r));
+    engine.cancel(to_cancel);
+  }
+  for (int32_t i = 0; i < 600 && (finished < 4 || !cancel_finished); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  engine.stop(/*cancel_in_flight=*/false);
+  EXPECT_EQ(finished.load(), 4);
+  EXPECT_TRUE(cancel_finished.load());
+  EXPECT_EQ(tokens.load(), 48);
+  const EngineMetrics m = engine.metrics();
+  EXPECT_EQ(m.running, 0);
+  EXPECT_EQ(m.blocks_used, 0);
+}
+
+TEST_F(EngineTest, RequestsThatCanNeverRunAreRejected) {
+  Engine engine(*model_, config(rows() * 8));  // 128 tokens per row
+  EXPECT_THROW(engine.submit(greedy({}, 4)), Error);
+  EXPECT_THROW(engine.submit(greedy(prompt_of(200, 0), 4)), Error);  // more blocks than the pool
+  EXPECT_THROW(engine.submit(greedy({1, -3, 5}, 4)), Error);
+  EXPECT_THROW(engine.submit(greedy({1, model_->config().n_vocab}, 4)), Error);
+  Engine small_ctx(*model_, [] {
+    EngineConfig c;
+    c.max_context = 64;
+    return c;
+  }());
+  EXPECT_THROW(small_ctx.submit(greedy(prompt_of(64, 0), 4)), Error);
+  Request bad = greedy(prompt_of(20, 0), 4);
+  bad.compression.policy = KvPolicy::kSnapKv;  // reads L1, configured with L2
+  EXPECT_THROW(engine.submit(std::move(bad)), Error);
+  Request negative = greedy(prompt_of(20, 0), -1);
+  EXPECT_THROW(engine.submit(std::move(negative)), Error);
+  // The engine still serves after every rejection.
+  const std::vector<RequestResult> out = serve(engine, {greedy(prompt_of(20, 0), 3)});
+  EXPECT_EQ(out[0].tokens.size(), 3u);
+}
+
+}  // namespace
+}  // namespace kvc
