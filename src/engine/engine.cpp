@@ -519,9 +519,10 @@ void Engine::start() {
   thread_ = std::thread([this] {
     omp_set_num_threads(config_.threads);
     for (;;) {
-      if (step()) continue;
+      const bool worked = step();
       std::unique_lock lock(inbox_->mutex);
-      if (inbox_->stopping) break;
+      if (inbox_->stopping && (inbox_->cancel_on_stop || !worked)) break;
+      if (worked) continue;
       inbox_->wake.wait(lock, [&] {
         return inbox_->stopping || !inbox_->submitted.empty() || !inbox_->cancelled.empty() ||
                !inbox_->released.empty();

@@ -121,7 +121,7 @@ void serve_completion(ServerContext& ctx, const CompletionJob& job, httplib::Res
   request.prompt = job.prompt;
   request.max_tokens = job.max_tokens;
   request.sampling = job.sampling;
-  request.stop_tokens = tok.end_of_generation_ids();
+  if (!job.ignore_eos) request.stop_tokens = tok.end_of_generation_ids();
   request.compression = job.compression;
   const auto submitted = Clock::now();
   // Engine thread: latency histograms and the stream; nothing blocking.

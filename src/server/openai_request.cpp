@@ -247,6 +247,7 @@ CompletionJob parse_completion_request(const json& body, bool chat, const Model&
   }
   job.compression = compression_of(body, limits.default_compression);
   job.kv_details = get_bool(body, "kv_details", false);
+  job.ignore_eos = get_bool(body, "ignore_eos", false);
   return job;
 }
 

@@ -9,6 +9,7 @@
 //   "compress_once"      compress after prefill only (never under memory pressure or on an
 //                        interval: such a request is preempted instead)
 //   "kv_details"         also return the KVs kept per (layer, KV head)
+// and, as llama-server: "top_k", "ignore_eos" (generate past end-of-turn tokens: benchmarks).
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,7 @@ struct CompletionJob {
   bool include_usage = false;     // stream_options.include_usage
   CompressionConfig compression;
   bool kv_details = false;
+  bool ignore_eos = false;
 };
 
 struct ParseLimits {
