@@ -5,10 +5,12 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/bench_serving.h"
 #include "cli/commands.h"
 #include "kernels/quant.h"
 #include "cli/common_options.h"
 #include "engine/engine.h"
+#include "util/error.h"
 
 namespace kvc::cli {
 namespace {
@@ -21,6 +23,8 @@ struct BenchOptions {
   int32_t gen_tokens = 128;
   int32_t repeat = 3;
   bool json = false;
+  bool serving = false;
+  ServingBenchOptions serve;
 };
 
 std::vector<int32_t> synthetic_prompt(int32_t n, int32_t vocab) {
@@ -37,6 +41,10 @@ void run_bench(const BenchOptions& o) {
   const CompressionConfig compression = compression_config(o.compression);
   const std::unique_ptr<Model> model = load_model(o.model);
   const ModelConfig& mc = model->config();
+  if (static_cast<int64_t>(o.prompt_tokens) + o.gen_tokens + 1 > mc.n_ctx_train) {
+    fail("--prompt-tokens {} + --gen-tokens {} exceed the model's context of {} tokens",
+         o.prompt_tokens, o.gen_tokens, mc.n_ctx_train);
+  }
   CacheOptions cache_options = o.cache;
   if (cache_options.max_context == 0) cache_options.max_context = o.prompt_tokens + o.gen_tokens + 1;
   Engine engine(*model, engine_config(cache_options, mc));
@@ -111,8 +119,40 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--repeat", o->repeat, "Measured runs (after one warm-up); the median is reported")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  cmd->add_flag("--json", o->json, "Print one JSON line");
-  cmd->callback([o] { run_bench(*o); });
+  cmd->add_flag("--json", o->json, "Print JSON lines (one per measurement)");
+  const char* group = "Serving throughput (--serving)";
+  cmd->add_flag("--serving", o->serving,
+                "Submit --num-prompts requests at once under a fixed --kv-budget and measure "
+                "throughput at every --compression-rates value (the paper's experiment)")
+      ->group(group);
+  cmd->add_option("--num-prompts", o->serve.num_prompts, "Requests per measurement")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str()
+      ->group(group);
+  cmd->add_option("--input-lens", o->serve.input_lens, "Prompt lengths (comma-separated)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 24))
+      ->group(group);
+  cmd->add_option("--output-len", o->serve.output_len, "Tokens generated per request (EOS ignored)")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
+  cmd->add_option("--compression-rates", o->serve.compression_rates,
+                  "Rates to sweep (1: no compression; others: --kv-policy, kvcompress by default, "
+                  "with the paper's rate -> budget mapping)")
+      ->delimiter(',')
+      ->check(CLI::Range(1.0, 1e6))
+      ->group(group);
+  cmd->add_option("--plot", o->serve.plot,
+                  "Also write a PNG of output tokens/s against the rate (scripts/plot_serving.py)")
+      ->group(group);
+  cmd->callback([o] {
+    if (o->serving) {
+      run_serving_bench(o->model, o->cache, o->compression, o->serve, o->json);
+    } else {
+      run_bench(*o);
+    }
+  });
 }
 
 }  // namespace kvc::cli

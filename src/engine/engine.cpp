@@ -299,9 +299,13 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
   KVC_ASSERT(static_cast<int32_t>(batch_.rows.size()) ==
              rows_per_seq * static_cast<int32_t>(entries.size()));
 
+  metrics_.peak_blocks_used =
+      std::max<int64_t>(metrics_.peak_blocks_used, cache_.pool().used_blocks());
   const auto start = Clock::now();
   const std::span<const float> logits = forward_.run(cache_.pool().view(), batch_);
-  metrics_.forward_seconds += seconds_since(start);
+  const double forward_seconds = seconds_since(start);
+  metrics_.forward_seconds += forward_seconds;
+  metrics_.attention_seconds = forward_.attention_seconds();
 
   const auto n_vocab = static_cast<size_t>(mc.n_vocab);
   size_t row = 0;
@@ -333,6 +337,12 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
   int64_t decode_tokens = 0;
   for (const BatchSequence& b : batch_.sequences) decode_tokens += b.per_query ? b.n_tokens : 0;
   metrics_.peak_batch = std::max(metrics_.peak_batch, decode_tokens);
+  metrics_.decode_tokens += decode_tokens;
+  metrics_.decode_steps += decode_tokens > 0 ? 1 : 0;
+  if (decode_tokens == batch_.n_tokens()) {
+    metrics_.decode_only_seconds += forward_seconds;
+    metrics_.decode_only_tokens += decode_tokens;
+  }
 }
 
 void Engine::compress(Sequence& s, int64_t max_blocks, bool pressure) {

@@ -72,9 +72,16 @@ struct EngineMetrics {
   int64_t generated_tokens = 0;
   int64_t steps = 0;
   int64_t peak_batch = 0;          // most decode tokens in one step
+  int64_t decode_tokens = 0;       // decode tokens over all steps
+  int64_t decode_steps = 0;        // steps with at least one decode token
+  int64_t peak_blocks_used = 0;    // most KV blocks owned at once (after a step's growth)
   double step_seconds = 0.0;       // total wall time in step()
   double forward_seconds = 0.0;    // of which the forward pass
+  double attention_seconds = 0.0;  // of which paged attention (and KV stores)
   double compress_seconds = 0.0;   // of which compression
+  // Steps that ran decode tokens only: their time and tokens (batched decode throughput).
+  double decode_only_seconds = 0.0;
+  int64_t decode_only_tokens = 0;
 };
 
 class Engine {

@@ -9,6 +9,7 @@
 #include "kernels/paged_kv_store.h"
 #include "kernels/quant.h"
 #include "util/error.h"
+#include "util/timing.h"
 
 namespace kvc {
 
@@ -89,6 +90,7 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
       apply_rope(k_.data() + t * kv_dim, c.n_head_kv, c.head_dim, c.rope_dims,
                  batch.positions[t], inv_freq_.data(), c.rope_style);
     }
+    const auto attention_start = std::chrono::steady_clock::now();
     for (const BatchSequence& s : batch.sequences) {
       for (int32_t h = 0; h < c.n_head_kv; ++h) {
         const PagedHeadRow& row =
@@ -100,6 +102,7 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
       }
     }
     attention(pool, batch, layer);
+    attention_seconds_ += seconds_since(attention_start);
     matmul(l.wo, attn_.data(), q_dim, T, proj_.data(), E, matmul_scratch_);
     for (int32_t t = 0; t < T; ++t) add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
 

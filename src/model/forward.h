@@ -41,6 +41,8 @@ class ForwardPass {
 
   int32_t max_batch_tokens() const { return max_batch_tokens_; }
   int32_t max_context() const { return max_context_; }
+  // Wall time spent in attention (KV stores included) since construction.
+  double attention_seconds() const { return attention_seconds_; }
 
  private:
   void attention(const PagedKvPool& pool, const ForwardBatch& batch, int32_t layer);
@@ -63,6 +65,7 @@ class ForwardPass {
   std::vector<float> logits_;     // [n_logits, n_vocab]
   std::vector<AttentionWork> work_;  // this step's attention plan, shared by every layer
   MatmulScratch matmul_scratch_;
+  double attention_seconds_ = 0.0;
 };
 
 }  // namespace kvc
