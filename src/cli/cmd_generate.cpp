@@ -27,6 +27,7 @@ struct GenerateOptions {
   std::string system;
   int32_t max_tokens = 128;
   SamplingParams sampling;
+  bool sampling_given = false;  // any of --temp/--top-k/--top-p on the command line
   bool json = false;
   bool ignore_eos = false;
 };
@@ -75,6 +76,12 @@ void run_generate(const GenerateOptions& o) {
     };
   }
   request.sampling = o.sampling;
+  if (o.chat && !o.sampling_given) {
+    // llama.cpp's defaults for chat: greedy decoding of a small model loops on one phrase.
+    request.sampling.temperature = 0.8f;
+    request.sampling.top_k = 40;
+    request.sampling.top_p = 0.95f;
+  }
   if (!o.ignore_eos) request.stop_tokens = tok.end_of_generation_ids();
 
   request.on_token = [&](int32_t token) {
@@ -156,19 +163,28 @@ void register_generate(CLI::App& app) {
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Maximum tokens to generate")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
-  cmd->add_option("--temperature", o->sampling.temperature, "Sampling temperature (0: greedy)")
-      ->check(CLI::Range(0.0f, 100.0f))
-      ->capture_default_str();
-  cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0: all)")
-      ->check(CLI::Range(0, 1 << 24))
-      ->capture_default_str();
-  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass (1: off)")
-      ->check(CLI::Range(0.0f, 1.0f))
-      ->capture_default_str();
-  cmd->add_option("--seed", o->sampling.seed, "Random seed for sampling")->capture_default_str();
+  const char* sampling = "Sampling (default: greedy; with --chat: --temp 0.8 --top-k 40 --top-p 0.95)";
+  CLI::Option* temp =
+      cmd->add_option("--temp,--temperature", o->sampling.temperature,
+                      "Sampling temperature (0: greedy)")
+          ->check(CLI::Range(0.0f, 100.0f))
+          ->group(sampling);
+  CLI::Option* top_k = cmd->add_option("--top-k", o->sampling.top_k,
+                                       "Keep the k most likely tokens (0: all)")
+                           ->check(CLI::Range(0, 1 << 24))
+                           ->group(sampling);
+  CLI::Option* top_p = cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling mass (1: off)")
+                           ->check(CLI::Range(0.0f, 1.0f))
+                           ->group(sampling);
+  cmd->add_option("--seed", o->sampling.seed, "Random seed for sampling (runs are reproducible)")
+      ->capture_default_str()
+      ->group(sampling);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", o->json, "Print one JSON object (text, tokens, timings) instead of streaming");
-  cmd->callback([o] { run_generate(*o); });
+  cmd->callback([o, temp, top_k, top_p] {
+    o->sampling_given = temp->count() + top_k->count() + top_p->count() > 0;
+    run_generate(*o);
+  });
 }
 
 }  // namespace kvc::cli

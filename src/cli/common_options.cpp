@@ -64,10 +64,11 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
     names.emplace_back(p.name);
     policy_help += fmt::format("\n  {:<13} {}", p.name, p.description);
   }
-  app.add_option("--kv-policy", o.policy, policy_help)
+  app.add_option("--kv-policy", o.policy, policy_help + "\n(a budget flag alone means kvcompress)")
       ->check(CLI::IsMember(names))
       ->capture_default_str()
-      ->group(group);
+      ->group(group)
+      ->each([&o](const std::string&) { o.policy_given = true; });
   auto* c = app.add_option("--max-cache-tokens", o.max_cache_tokens,
                            "Budget C: mean KVs kept per (layer, KV head) (default 128)")
                 ->check(CLI::Range(1.0, 1e9))
@@ -164,6 +165,11 @@ CompressionConfig policy_tuning_config(const CompressionOptions& o) {
 CompressionConfig compression_config(const CompressionOptions& o) {
   CompressionConfig c = policy_tuning_config(o);
   c.policy = parse_policy(o.policy);
+  const bool budget_given = o.compression_rate > 0 || o.fraction_kept > 0 || o.max_cache_tokens > 0;
+  if (budget_given && c.policy == KvPolicy::kFull) {
+    if (o.policy_given) fail("--kv-policy full keeps every KV: drop the budget or pick a policy");
+    c.policy = KvPolicy::kKvCompress;  // a budget alone means the paper's method
+  }
   if (o.compression_rate > 0) {
     c.budget = CacheBudget{CacheBudget::kCompressionRate, o.compression_rate, o.min_cache};
   } else if (o.fraction_kept > 0) {

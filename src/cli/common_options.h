@@ -34,6 +34,7 @@ struct CacheOptions {
 
 struct CompressionOptions {
   std::string policy = "full";
+  bool policy_given = false;  // --kv-policy on the command line
   double max_cache_tokens = 0.0;
   double compression_rate = 0.0;
   double fraction_kept = 0.0;

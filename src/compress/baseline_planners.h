@@ -1,4 +1,4 @@
-// Baseline eviction policies (../docs/METHOD.md §6), re-implemented on the same paged cache as
+// Baseline eviction policies (docs/design.md §6), re-implemented on the same paged cache as
 // KV-Compress so that they free real memory: each planner reads the cache's per-slot metric and
 // positions and returns a plain EvictionPlan; kv/compaction.h frees the blocks. Planners only
 // read the cache.

@@ -1,4 +1,4 @@
-// Cache budgets (policy, ../docs/METHOD.md §3): how many blocks one sequence may keep.
+// Cache budgets (policy, docs/design.md §3): how many blocks one sequence may keep.
 //
 // Every form is reduced to C, the mean number of KVs a head row may keep; the sequence then
 // keeps at most T = ceil(C * n_layer * n_head_kv / block_size) blocks over all its rows. Rows

@@ -1,7 +1,7 @@
 // One compression pass over one sequence: policy (plan which KVs go) then mechanism (compact
 // the rows and free their trailing blocks). Runs between model steps only.
 //
-// When compression runs (../docs/METHOD.md §5) is the engine's decision; this file only says how.
+// When compression runs (docs/design.md §5) is the engine's decision; this file only says how.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// KV-Compress eviction schedule (policy, ../docs/METHOD.md §3): chooses which KVs of one
+// KV-Compress eviction schedule (policy, docs/design.md §3): chooses which KVs of one
 // sequence to evict so that it keeps at most `target_blocks` blocks, with a rate that varies
 // per (layer, KV head). Reads the cache, never mutates it; the result is a plain EvictionPlan
 // for kv/compaction.h.

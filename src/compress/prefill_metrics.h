@@ -1,5 +1,5 @@
 // Turns what the prompt's observing queries saw (ObservationScores, per query head) into the
-// KV-Compress eviction metric of every KV (../docs/METHOD.md §2):
+// KV-Compress eviction metric of every KV (docs/design.md §2):
 //
 //   metric(l, h_kv, s) = sum over query heads h in the group of h_kv of pool_k(scores[l][h])[s]
 //

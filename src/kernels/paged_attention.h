@@ -1,4 +1,4 @@
-// Attention over a per-head paged KV cache (KV-Compress layout, ../docs/METHOD.md §1).
+// Attention over a per-head paged KV cache (KV-Compress layout, docs/design.md §1).
 //
 // One physical block holds `block_size` token slots of ONE (layer, KV head): K and V are
 // [num_blocks, block_size, head_dim] arrays; slot metadata (original position, eviction metric)

@@ -1,4 +1,4 @@
-// Compaction (mechanism, ../docs/METHOD.md §4): turns an EvictionPlan into slot moves that make
+// Compaction (mechanism, docs/design.md §4): turns an EvictionPlan into slot moves that make
 // the evicted KVs block-contiguous at the end of each head row, then frees the trailing blocks.
 //
 // For a row of length n losing k KVs (evicted logical slots E, |E| = k):

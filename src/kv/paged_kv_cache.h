@@ -1,7 +1,7 @@
 // PagedKvCache: the engine's one KV cache. Owns every head row and, through BlockPool, every
 // block. The full cache is this structure with no eviction; KV-Compress evicts per head row.
 //
-// Layout (../docs/METHOD.md §1): for every sequence × layer × KV head there is a head row
+// Layout (docs/design.md §1): for every sequence × layer × KV head there is a head row
 // (block table + length). Rows of one sequence may hold different numbers of KVs.
 //
 // Invariants (checked by check_invariants(); debug builds call it after every sequence removal

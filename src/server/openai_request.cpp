@@ -171,7 +171,12 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     c.interval = 0;
   }
   if ((has_c || has_rate) && !c.compresses()) {
-    bad("kv_policy", "a budget needs a compressing 'kv_policy' (the server's default is full)");
+    if (field(body, "kv_policy") != nullptr) {
+      bad("kv_policy", "a budget needs a compressing 'kv_policy', not full");
+    }
+    c.policy = KvPolicy::kKvCompress;  // a budget without a policy: the paper's method
+    c.metric = MetricAccumulation::kSquared;
+    c.full_observation = false;
   }
   try {
     validate_compression_config(c);

@@ -3,7 +3,8 @@
 // throws ApiError(400) naming it. Compression is chosen per request with JSON extensions
 // (defaults: the server's --kv-policy and budget flags):
 //   "kv_policy"          "full", "kvcompress", "snapkv", ... (kvc serve --help lists them)
-//   "max_cache_tokens"   budget C: mean KVs kept per (layer, KV head)
+//   "max_cache_tokens"   budget C: mean KVs kept per (layer, KV head); without kv_policy
+//                        (and a server default of full) it means kvcompress
 //   "compression_rate"   budget as a rate (the paper's mapping to C)
 //   "protected_window"   most recent tokens never evicted
 //   "compress_once"      compress after prefill only (never under memory pressure or on an

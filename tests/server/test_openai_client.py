@@ -140,6 +140,16 @@ class OpenAIClientTest(unittest.TestCase):
         self.assertGreaterEqual(kv["compressions"], 1)
         self.assertEqual(len(kv["retained_per_layer_head"]), 30)
         self.assertEqual(len(kv["retained_per_layer_head"][0]), 3)
+        # A budget without a policy means the paper's method; with policy full it is an error.
+        c = self.server.client().completions.create(
+            model=self.model(), prompt="word " * 200, max_tokens=4, temperature=0,
+            extra_body={"max_cache_tokens": 32})
+        self.assertTrue(c.model_extra["kv_compression"]["policy"].startswith("kvcompress"))
+        self.assertLess(c.model_extra["kv_compression"]["kvs_kept"], 90 * 100)
+        with self.assertRaises(openai.BadRequestError):
+            self.server.client().completions.create(
+                model=self.model(), prompt="x", max_tokens=2,
+                extra_body={"kv_policy": "full", "max_cache_tokens": 32})
 
     def test_streaming_matches_non_streaming(self):
         client = self.server.client()
