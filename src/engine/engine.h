@@ -100,7 +100,8 @@ class Engine {
   RequestId submit(Request request);
   // A request that starts from a copy of a held, finished request's sequence (its prompt, last
   // logits and observations) instead of a prefill: `kvc eval` runs every policy on one prefill.
-  // The child's compression runs when it is admitted, on the copy. Thread-safe.
+  // The child's compression runs when it is admitted, on the copy. Release the parent only
+  // after its forks have finished (asserted). Thread-safe.
   RequestId fork(RequestId parent, Request request);
   // Cancels a queued or running request (finish kCancelled; its blocks are freed at the next
   // step). Unknown or finished ids are ignored. Thread-safe.
@@ -132,18 +133,20 @@ class Engine {
     int32_t n_tokens;
   };
 
-  // engine.cpp
+  // engine.cpp: entry points, inbox, loop, metrics
+  RequestId enqueue(Request request, RequestId parent);  // parent -1: not a fork
   void absorb_inbox();
   void validate(const Request& request) const;
+  void erase_finished();
+  void update_shared_metrics();
+  // step.cpp: what a step does to each sequence
   void start_sequence(Sequence& s);  // admitted: cache sequence, reservation / fork copy
   void run_batch(const std::vector<StepEntry>& entries);
   void advance(Sequence& s);         // after a step: post-prefill, sampling, finish
   void post_prefill(Sequence& s);
   void compress(Sequence& s, int64_t max_blocks, bool pressure);
   void finish(Sequence& s, FinishReason reason);
-  void erase_finished();
-  void update_shared_metrics();
-  // scheduler.cpp
+  // scheduler.cpp: what runs in a step
   std::vector<StepEntry> schedule();
   bool make_room_for_decode();
   void preempt(Sequence& s);

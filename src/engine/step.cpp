@@ -1,0 +1,300 @@
+// What a step does to each sequence: admission (a fresh cache sequence, or a fork's copy), the
+// batched forward pass and its logits, the end of the prompt (metrics and compression),
+// sampling and stop rules, and the end of a request. The scheduling decisions are in
+// scheduler.cpp, the entry points and the loop in engine.cpp.
+#include <algorithm>
+
+#include "compress/prefill_metrics.h"
+#include "engine/engine.h"
+#include "engine/sequence.h"
+#include "util/error.h"
+#include "util/timing.h"
+
+namespace kvc {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool same_observer(const ObservationOptions& a, const ObservationOptions& b) {
+  return a.kind == b.kind && a.full == b.full &&
+         (a.full ? a.buffer == b.buffer : a.window == b.window);
+}
+
+// The observation a policy reads after prefill, or kNone for policies that read no metric.
+ObservationOptions policy_observer(const CompressionConfig& c, int32_t last_position) {
+  if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) return {};
+  return ObservationOptions{c.metric, c.observation_window, last_position, c.full_observation,
+                            c.observation_buffer};
+}
+
+}  // namespace
+
+void Engine::start_sequence(Sequence& s) {
+  const ModelConfig& mc = model_.config();
+  s.phase = Sequence::Phase::kRunning;
+  s.was_scheduled = false;
+  if (s.parent >= 0) {
+    // A fork: a copy of the parent's KVs, last logits and observations; its compression runs
+    // now, on the copy (advance -> post_prefill).
+    const Sequence& p = *held_.at(s.parent);
+    s.cache_seq = cache_.copy_sequence(p.cache_seq);
+    KVC_ASSERT(s.cache_seq >= 0);  // admit() checked the free blocks
+    s.n_computed = p.n_computed;
+    s.logits = p.logits;
+    s.observers = p.observers;  // post_prefill reads the parent's observation itself
+    const ObservationOptions own = policy_observer(s.compression, s.prompt_len - 1);
+    s.policy_observer = -1;
+    for (size_t i = 0; i < s.observers.size() && own.kind != MetricAccumulation::kNone; ++i) {
+      if (same_observer(s.observers[i], own)) s.policy_observer = static_cast<int32_t>(i);
+    }
+    if (own.kind != MetricAccumulation::kNone && s.policy_observer < 0) {
+      fail("fork: the parent did not record the observation policy {} reads",
+           policy_info(s.compression.policy).name);
+    }
+    s.scheduled = Clock::now();
+    s.was_scheduled = true;
+    return;
+  }
+  s.cache_seq = cache_.add_sequence();
+  s.n_computed = 0;
+  s.prompt_done = false;
+  s.forced_done = 0;
+  s.observers.clear();
+  s.policy_observer = -1;
+  const ObservationOptions own = policy_observer(s.compression, s.prompt_len - 1);
+  if (own.kind != MetricAccumulation::kNone) {
+    s.policy_observer = 0;
+    s.observers.push_back(own);
+  }
+  for (ObservationOptions o : s.request.extra_observers) {
+    o.last_position = s.prompt_len - 1;
+    s.observers.push_back(o);
+  }
+  if (!s.observers.empty()) {
+    s.observation.assign(s.observers.size() * mc.n_layer * mc.n_head *
+                             static_cast<size_t>(s.prompt_len),
+                         0.0f);
+  }
+  s.reserved_blocks = cache_.blocks_needed(s.cache_seq, s.prompt_len);
+}
+
+void Engine::run_batch(const std::vector<StepEntry>& entries) {
+  const ModelConfig& mc = model_.config();
+  const int32_t rows_per_seq = mc.n_layer * mc.n_head_kv;
+  batch_.clear();
+  for (const StepEntry& e : entries) {
+    Sequence& s = *e.seq;
+    if (!s.was_scheduled) {
+      s.was_scheduled = true;
+      s.scheduled = Clock::now();
+      s.stats.queue_seconds = std::chrono::duration<double>(s.scheduled - s.submitted).count();
+    }
+    const int64_t owned_before = cache_.owned_blocks(s.cache_seq);
+    cache_.grow(s.cache_seq, e.n_tokens);
+    if (s.reserved_blocks > 0) {
+      s.reserved_blocks = std::max<int64_t>(
+          0, s.reserved_blocks - (cache_.owned_blocks(s.cache_seq) - owned_before));
+    }
+    BatchSequence b;
+    b.first_token = batch_.n_tokens();
+    b.n_tokens = e.n_tokens;
+    b.row_offset = static_cast<int32_t>(batch_.rows.size());
+    b.per_query = s.decoding();
+    b.metric = b.per_query && s.compression.compresses() ? s.compression.metric
+                                                          : MetricAccumulation::kNone;
+    if (!s.prompt_done && !s.observers.empty()) {
+      b.observers = s.observers.data();
+      b.n_observers = static_cast<int32_t>(s.observers.size());
+      b.observation = s.observation.data();
+      b.observation_stride = s.prompt_len;
+    }
+    for (int32_t l = 0; l < mc.n_layer; ++l) {
+      for (int32_t h = 0; h < mc.n_head_kv; ++h) {
+        batch_.rows.push_back(cache_.row_view(s.cache_seq, l, h));
+      }
+    }
+    const int32_t end = s.n_computed + e.n_tokens;
+    const bool forced = s.prompt_done && s.n_computed < s.forced_end();
+    for (int32_t i = s.n_computed; i < end; ++i) {
+      batch_.tokens.push_back(s.tokens[static_cast<size_t>(i)]);
+      batch_.positions.push_back(i);
+      // Logits: every forced token; otherwise the newest known token, once its prompt (and
+      // teacher forcing) is done, since that is where sampling continues.
+      const bool newest = i + 1 == static_cast<int32_t>(s.tokens.size()) &&
+                          (s.prompt_done || s.request.forced_tokens.empty());
+      batch_.want_logits.push_back(forced || newest ? 1 : 0);
+    }
+    batch_.sequences.push_back(b);
+  }
+  KVC_ASSERT(static_cast<int32_t>(batch_.rows.size()) ==
+             rows_per_seq * static_cast<int32_t>(entries.size()));
+
+  metrics_.peak_blocks_used =
+      std::max<int64_t>(metrics_.peak_blocks_used, cache_.pool().used_blocks());
+  const auto start = Clock::now();
+  const std::span<const float> logits = forward_.run(cache_.pool().view(), batch_);
+  const double forward_seconds = seconds_since(start);
+  metrics_.forward_seconds += forward_seconds;
+  metrics_.attention_seconds = forward_.attention_seconds();
+
+  const auto n_vocab = static_cast<size_t>(mc.n_vocab);
+  size_t row = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Sequence& s = *entries[i].seq;
+    const BatchSequence& b = batch_.sequences[i];
+    const bool forced = s.prompt_done && s.n_computed < s.forced_end();
+    size_t first_row = row;
+    for (int32_t t = b.first_token; t < b.first_token + b.n_tokens; ++t) row += batch_.want_logits[t];
+    const size_t rows = row - first_row;
+    if (forced && rows > 0) {
+      if (s.request.on_forced_logits) {
+        s.request.on_forced_logits(logits.subspan(first_row * n_vocab, rows * n_vocab),
+                                   s.forced_done);
+      }
+      s.forced_done += static_cast<int32_t>(rows);
+    }
+    if (rows > 0) {
+      const auto last = logits.subspan((row - 1) * n_vocab, n_vocab);
+      s.logits.assign(last.begin(), last.end());
+    }
+    if (!s.prompt_done) metrics_.prompt_tokens += b.n_tokens;
+    s.n_computed += b.n_tokens;
+    if (!s.prompt_done && s.request.on_prefill_progress) {
+      s.request.on_prefill_progress(s.n_computed, s.prompt_len);
+    }
+    s.stats.kv_bytes_peak = std::max(s.stats.kv_bytes_peak, cache_.bytes_owned(s.cache_seq));
+  }
+  int64_t decode_tokens = 0;
+  for (const BatchSequence& b : batch_.sequences) decode_tokens += b.per_query ? b.n_tokens : 0;
+  metrics_.peak_batch = std::max(metrics_.peak_batch, decode_tokens);
+  metrics_.decode_tokens += decode_tokens;
+  metrics_.decode_steps += decode_tokens > 0 ? 1 : 0;
+  if (decode_tokens == batch_.n_tokens()) {
+    metrics_.decode_only_seconds += forward_seconds;
+    metrics_.decode_only_tokens += decode_tokens;
+  }
+}
+
+void Engine::compress(Sequence& s, int64_t max_blocks, bool pressure) {
+  const CompressionResult r =
+      compress_sequence(cache_, s.cache_seq, s.prompt_len, s.compression, max_blocks);
+  ++s.stats.compressions;
+  s.stats.compress_seconds += r.plan_seconds + r.compact_seconds;
+  if (s.stats.compressions == 1) s.stats.prefill_compression = r;
+  ++metrics_.compressions;
+  if (pressure) ++metrics_.pressure_compressions;
+  metrics_.kvs_evicted += r.kvs_before - r.kvs_after;
+  metrics_.compress_seconds += r.plan_seconds + r.compact_seconds;
+}
+
+void Engine::post_prefill(Sequence& s) {
+  const ModelConfig& mc = model_.config();
+  s.prompt_done = true;
+  s.reserved_blocks = 0;
+  if (s.parent < 0) {
+    s.stats.prefill_seconds = seconds_since(s.scheduled);
+  }
+  if (s.compression.compresses()) {
+    if (s.policy_observer >= 0) {
+      const size_t per_observer = static_cast<size_t>(mc.n_layer) * mc.n_head * s.prompt_len;
+      // A fork reads its parent's observation (held, and admitted in this same step).
+      const std::vector<float>& observation =
+          s.parent >= 0 ? held_.at(s.parent)->observation : s.observation;
+      KVC_ASSERT(observation.size() >= (s.policy_observer + 1) * per_observer);
+      const ObservationScores scores{observation.data() + s.policy_observer * per_observer,
+                                     mc.n_layer, mc.n_head, s.prompt_len};
+      write_prefill_metrics(cache_, s.cache_seq, scores, s.compression.group_size,
+                            s.compression.full_observation ? 1 : s.compression.pool_kernel);
+    }
+    compress(s, INT64_MAX, false);
+  }
+  s.stats.retained_after_prompt.clear();
+  for (int32_t l = 0; l < mc.n_layer; ++l) {
+    for (int32_t h = 0; h < mc.n_head_kv; ++h) {
+      s.stats.retained_after_prompt.push_back(cache_.row(s.cache_seq, l, h).length);
+    }
+  }
+  // A held request keeps its observations for its forks.
+  if (!s.request.hold) {
+    s.observation.clear();
+    s.observation.shrink_to_fit();
+  }
+  if (!s.request.forced_tokens.empty()) {
+    s.tokens.insert(s.tokens.end(), s.request.forced_tokens.begin(),
+                    s.request.forced_tokens.end());
+  }
+}
+
+void Engine::advance(Sequence& s) {
+  if (s.phase != Sequence::Phase::kRunning) return;
+  if (!s.prompt_done && s.n_computed == s.prompt_len) post_prefill(s);
+  if (s.n_computed < static_cast<int32_t>(s.tokens.size())) return;  // more to compute
+  if (s.n_generated >= s.request.max_tokens) {
+    finish(s, FinishReason::kMaxTokens);
+    return;
+  }
+  const int32_t token = s.sampler.sample(s.logits);
+  s.tokens.push_back(token);
+  ++s.n_generated;
+  ++metrics_.generated_tokens;
+  if (s.n_generated == 1) {
+    s.first_token = Clock::now();
+    s.stats.first_token_seconds = std::chrono::duration<double>(s.first_token - s.submitted).count();
+  }
+  const std::vector<int32_t>& stops = s.request.stop_tokens;
+  if (s.request.on_token && !s.request.on_token(token)) {
+    finish(s, FinishReason::kCancelled);
+  } else if (std::find(stops.begin(), stops.end(), token) != stops.end()) {
+    finish(s, FinishReason::kStopToken);
+  } else if (s.n_generated >= s.request.max_tokens) {
+    finish(s, FinishReason::kMaxTokens);
+  } else if (static_cast<int32_t>(s.tokens.size()) > config_.max_context) {
+    finish(s, FinishReason::kContextFull);
+  } else {
+    const int32_t interval = s.compression.interval;
+    const int32_t steps = s.n_generated - 1;
+    if (s.compression.compresses() && interval > 0 && steps > 0 && steps % interval == 0) {
+      compress(s, INT64_MAX, false);
+    }
+  }
+}
+
+void Engine::finish(Sequence& s, FinishReason reason) {
+  if (s.phase == Sequence::Phase::kFinished) return;
+  const ModelConfig& mc = model_.config();
+  s.finish = reason;
+  RequestResult result;
+  result.id = s.id;
+  result.finish = reason;
+  result.tokens.assign(s.tokens.end() - s.n_generated, s.tokens.end());
+  s.stats.generated_tokens = s.n_generated;
+  if (s.n_generated > 0) s.stats.decode_seconds = seconds_since(s.first_token);
+  if (s.cache_seq >= 0) {
+    s.stats.kv_retained = cache_.retained_kvs(s.cache_seq);
+    s.stats.kv_bytes = cache_.bytes_owned(s.cache_seq);
+    const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
+    const int64_t blocks_per_row = (s.n_computed + config_.block_size - 1) / config_.block_size;
+    s.stats.full_cache_bytes =
+        static_cast<size_t>(rows * blocks_per_row) * cache_.pool().block_bytes();
+    s.stats.retained_per_row.clear();
+    for (int32_t l = 0; l < mc.n_layer; ++l) {
+      for (int32_t h = 0; h < mc.n_head_kv; ++h) {
+        s.stats.retained_per_row.push_back(cache_.row(s.cache_seq, l, h).length);
+      }
+    }
+  }
+  const bool hold = s.request.hold && s.cache_seq >= 0 && reason != FinishReason::kCancelled &&
+                    reason != FinishReason::kShutdown;
+  if (s.cache_seq >= 0 && !hold) {
+    cache_.remove_sequence(s.cache_seq);
+    s.cache_seq = -1;
+  }
+  s.reserved_blocks = 0;
+  s.phase = Sequence::Phase::kFinished;
+  result.stats = s.stats;
+  ++metrics_.requests_finished;
+  hold_admission_ = false;  // a request finished: memory pressure may have eased
+  if (s.request.on_finish) s.request.on_finish(result);
+}
+
+}  // namespace kvc
