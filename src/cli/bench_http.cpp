@@ -114,15 +114,6 @@ Sample run_one(const HttpBenchOptions& h, const json& body) {
   return s;
 }
 
-std::vector<int32_t> prompt_ids(int32_t n, uint64_t seed) {
-  // Ids every current vocabulary has (SmolLM2 49K, Llama 3 128K, Qwen2.5 151K entries).
-  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 1);
-  std::uniform_int_distribution<int32_t> id(100, 9999);
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (int32_t& t : ids) t = id(rng);
-  return ids;
-}
-
 }  // namespace
 
 void run_http_bench(const HttpBenchOptions& h, const ServingBenchOptions& o,
@@ -150,7 +141,10 @@ void run_http_bench(const HttpBenchOptions& h, const ServingBenchOptions& o,
       std::vector<json> bodies;
       for (int32_t i = 0; i < o.num_prompts; ++i) {
         json b{{"model", model},
-               {"prompt", prompt_ids(input_len, h.seed * 1000003 + static_cast<uint64_t>(i))},
+               // Ids below 10,000: every current vocabulary has them (SmolLM2 49K, Llama 3 128K, Qwen2.5
+               // 151K entries), and the client need not load the model.
+               {"prompt", synthetic_prompt(input_len, 10000,
+                                           h.seed * 1000003 + static_cast<uint64_t>(i) + 1)},
                {"max_tokens", o.output_len},
                {"temperature", 0},
                {"stream", true},

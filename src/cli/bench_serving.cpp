@@ -16,16 +16,6 @@
 namespace kvc::cli {
 namespace {
 
-std::vector<int32_t> random_prompt(int32_t n, int32_t vocab, uint64_t seed) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  uint64_t state = 0x9E3779B97F4A7C15ull * (seed + 1);
-  for (int32_t& id : ids) {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    id = 100 + static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(vocab - 100));
-  }
-  return ids;
-}
-
 struct RateResult {
   int32_t input_len = 0;
   double rate = 1;
@@ -38,6 +28,16 @@ struct RateResult {
 };
 
 }  // namespace
+
+std::vector<int32_t> synthetic_prompt(int32_t n, int32_t vocab, uint64_t seed) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  uint64_t state = 42 + seed * 0x9E3779B97F4A7C15ull;
+  for (int32_t& id : ids) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    id = 100 + static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(vocab - 100));
+  }
+  return ids;
+}
 
 void run_serving_bench(const ModelOptions& model_options, const CacheOptions& cache_in,
                        const CompressionOptions& compression_in, const ServingBenchOptions& o,
@@ -91,7 +91,7 @@ void run_serving_bench(const ModelOptions& model_options, const CacheOptions& ca
       const auto start = std::chrono::steady_clock::now();
       for (int32_t i = 0; i < o.num_prompts; ++i) {
         Request request;
-        request.prompt = random_prompt(input_len, mc.n_vocab, static_cast<uint64_t>(i));
+        request.prompt = synthetic_prompt(input_len, mc.n_vocab, static_cast<uint64_t>(i) + 1);
         request.max_tokens = o.output_len;
         request.compression = compression;
         request.on_finish = [&](const RequestResult& result) {

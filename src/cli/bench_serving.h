@@ -21,6 +21,11 @@ struct ServingBenchOptions {
   std::string plot;  // PNG written by scripts/plot_serving.py
 };
 
+// Pseudo-random token ids in [100, vocab), like llama-bench's: content does not matter and
+// runs are repeatable. Seed 0 is `kvc bench`'s prompt; the serving benchmarks use one seed per
+// request.
+std::vector<int32_t> synthetic_prompt(int32_t n, int32_t vocab, uint64_t seed);
+
 void run_serving_bench(const ModelOptions& model_options, const CacheOptions& cache,
                        const CompressionOptions& compression, const ServingBenchOptions& o,
                        bool json);

@@ -29,16 +29,6 @@ struct BenchOptions {
   HttpBenchOptions http;
 };
 
-std::vector<int32_t> synthetic_prompt(int32_t n, int32_t vocab) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  uint64_t state = 42;
-  for (int32_t& id : ids) {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    id = 100 + static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(vocab - 100));
-  }
-  return ids;
-}
-
 void run_bench(const BenchOptions& o) {
   const CompressionConfig compression = compression_config(o.compression);
   const std::unique_ptr<Model> model = load_model(o.model);
@@ -51,7 +41,7 @@ void run_bench(const BenchOptions& o) {
   if (cache_options.max_context == 0) cache_options.max_context = o.prompt_tokens + o.gen_tokens + 1;
   Engine engine(*model, engine_config(cache_options, mc));
   Request request;
-  request.prompt = synthetic_prompt(o.prompt_tokens, mc.n_vocab);
+  request.prompt = synthetic_prompt(o.prompt_tokens, mc.n_vocab, 0);
   request.max_tokens = o.gen_tokens + 1;  // the first token comes from the prefill logits
   request.compression = compression;
 
