@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
-# Prefill and decode throughput of kvc and llama.cpp on the same model, prompt and thread count,
-# in one run (machines are noisy: compare within a run). Prints a Markdown table.
-# Usage: scripts/bench_vs_llamacpp.sh [threads=2] [prompt_tokens=512] [gen_tokens=128] [model]
-#   model defaults to SmolLM2-135M-Instruct Q4_1; KVC_BIN picks another kvc binary.
+# kvc against llama.cpp's own benchmark tools (llama-bench, llama-batched-bench) on the same
+# GGUF, threads and sizes, interleaved over several rounds; prints a ratio table (or, with
+# --json, one JSON object per row). llama.cpp is built once from the source distribution of
+# PyPI llama-cpp-python==0.3.36 into .cache/ (ignored by git; ~10 minutes on 2 cores).
+#
+# Usage: scripts/bench_vs_llamacpp.sh [--json] [--rounds 3] [--threads 2] [--model FILE]
+#            [--cases pp512,pp2048,pp8192,tg@0,tg@2048,tg@8128,batch4,batch16]
+#   KVC_BIN picks another kvc binary (default build/release/kvc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${1:-2}; PROMPT=${2:-512}; GEN=${3:-128}
-MODEL=${4:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
-KVC=${KVC_BIN:-build/release/kvc}
-PY=${KVC_REFERENCE_PYTHON:-.venv/bin/python}
-[[ -x $PY ]] || { echo "run scripts/setup_reference.sh first (or set KVC_REFERENCE_PYTHON)" >&2; exit 1; }
-kvc=$("$KVC" bench -m "$MODEL" -t "$THREADS" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeat 3 --json)
-ref=$("$PY" scripts/bench_llamacpp.py "$MODEL" --threads "$THREADS" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeat 3)
-python3 - "$kvc" "$ref" <<'PY'
-import json, sys
-k, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"| engine | prefill tok/s ({k['prompt_tokens']} tokens) | decode tok/s ({k['gen_tokens']} tokens) |")
-print("|---|---|---|")
-for e in (k, r):
-    print(f"| {e['engine']} | {e['prefill_tokens_per_second']:.1f} | {e['decode_tokens_per_second']:.1f} |")
-print(f"| kvc / llama.cpp | {k['prefill_tokens_per_second']/r['prefill_tokens_per_second']:.2f}x "
-      f"| {k['decode_tokens_per_second']/r['decode_tokens_per_second']:.2f}x |")
-PY
+VERSION=0.3.36
+CACHE=.cache/llama.cpp-$VERSION
+
+# GGML_NATIVE=ON (-march=native) died with SIGILL on a VM whose CPU flags promise more than the
+# hypervisor runs; name the instruction sets instead, from what /proc/cpuinfo reports.
+flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+isa=avx2
+if grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
+  flags+=(-DGGML_AVX512=ON); isa=avx512
+  if grep -qw avx512_vnni /proc/cpuinfo; then flags+=(-DGGML_AVX512_VNNI=ON); isa=avx512-vnni; fi
+fi
+BUILD=$CACHE/build-$isa
+if [[ ! -x $BUILD/bin/llama-bench || ! -x $BUILD/bin/llama-batched-bench ]]; then
+  echo "[bench_vs_llamacpp] building llama-bench and llama-batched-bench ($isa) in $BUILD" >&2
+  mkdir -p "$CACHE"
+  if [[ ! -d $CACHE/src ]]; then
+    python3 -m pip download --quiet --no-deps --no-binary :all: -d "$CACHE" "llama-cpp-python==$VERSION"
+    mkdir -p "$CACHE/src"
+    tar -xzf "$CACHE/llama_cpp_python-$VERSION.tar.gz" -C "$CACHE/src" --strip-components=1
+  fi
+  cmake -S "$CACHE/src/vendor/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${flags[@]}" \
+    -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+    > "$BUILD.log" 2>&1 || { tail -20 "$BUILD.log" >&2; exit 1; }
+  cmake --build "$BUILD" -j "$(nproc)" --target llama-bench llama-batched-bench >> "$BUILD.log" 2>&1 \
+    || { tail -20 "$BUILD.log" >&2; exit 1; }
+  echo "[bench_vs_llamacpp] built with: ${flags[*]}" >&2
+fi
+exec python3 scripts/bench_vs_llamacpp.py --llama-bin "$BUILD/bin" --llama-flags "${flags[*]}" "$@"

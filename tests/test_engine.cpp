@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -87,7 +88,7 @@ class EngineTest : public ::testing::Test {
 Model* EngineTest::model_ = nullptr;
 std::map<std::string, std::vector<int32_t>> EngineTest::prompts_;
 
-// The settings under which tests/golden/generate_before_engine.json was produced.
+// The settings under which tests/golden/engine_pinned_outputs.json was produced.
 Request golden_request(const nlohmann::json& c, const Tokenizer& tok, int32_t* num_blocks,
                        int32_t rows) {
   const std::string name = c["name"].get<std::string>();
@@ -124,21 +125,36 @@ Request golden_request(const nlohmann::json& c, const Tokenizer& tok, int32_t* n
   return r;
 }
 
-TEST_F(EngineTest, GivesTheTokensGenerateGaveBeforeTheEngine) {
-  std::ifstream in(KVC_SOURCE_DIR "/tests/golden/generate_before_engine.json");
-  const nlohmann::json golden = nlohmann::json::parse(in);
+// Pinned end-to-end outputs: first those of the CLI generator the engine replaced (commit
+// 1174b9b, so the redesign changed no token), regenerated once since, when the packed matmul
+// kernels and the register-blocked per-query attention kernel changed the arithmetic's
+// rounding (both checked against llama.cpp by GoldenTest, and against their references). Any
+// other change of a token, a stop reason or a compression count is a behaviour change.
+// KVC_REPIN=1 rewrites the file from this build; do so only for a deliberate numeric change.
+TEST_F(EngineTest, GivesThePinnedTokensAndCompressionStats) {
+  const std::string path = KVC_SOURCE_DIR "/tests/golden/engine_pinned_outputs.json";
+  nlohmann::json golden = nlohmann::json::parse(std::ifstream(path));
   ASSERT_GE(golden["cases"].size(), 8u);
-  for (const auto& c : golden["cases"]) {
+  const bool repin = std::getenv("KVC_REPIN") != nullptr;
+  for (auto& c : golden["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     int32_t num_blocks = 0;
     Request r = golden_request(c, model_->tokenizer(), &num_blocks, rows());
     Engine engine(*model_, config(num_blocks));
     const std::vector<RequestResult> out = serve(engine, {std::move(r)});
+    if (repin) {
+      c["tokens"] = out[0].tokens;
+      c["stop_reason"] = finish_reason_name(out[0].finish);
+      c["compressions"] = out[0].stats.compressions;
+      c["kv_retained"] = out[0].stats.kv_retained;
+      continue;
+    }
     EXPECT_EQ(out[0].tokens, c["tokens"].get<std::vector<int32_t>>());
     EXPECT_STREQ(finish_reason_name(out[0].finish), c["stop_reason"].get<std::string>().c_str());
     EXPECT_EQ(out[0].stats.compressions, c["compressions"].get<int32_t>());
     EXPECT_EQ(out[0].stats.kv_retained, c["kv_retained"].get<int64_t>());
   }
+  if (repin) std::ofstream(path) << golden.dump(1) << "\n";
 }
 
 TEST_F(EngineTest, TiledChunkSizeDoesNotChangeALogitBit) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "kernels/packed_weights.h"
 #include "kernels/quant.h"
 #include "util/error.h"
 
@@ -11,6 +12,7 @@ namespace kvc {
 
 void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
             int64_t y_stride, MatmulScratch& scratch) {
+  if (w.packed) return packed_matmul(*w.packed, x, x_stride, n_tokens, y, y_stride, scratch);
   const TensorType dot_type = type_traits(w.type).dot_type;
   const size_t act_stride = row_bytes(dot_type, w.cols);
   uint8_t* act = scratch.reserve(act_stride * static_cast<size_t>(n_tokens));

@@ -3,7 +3,9 @@
 //   y[t, r] = sum_c W[r, c] * x[t, c]      W: [rows, cols] of `type`, row-major, one quantized
 //                                          row per output feature (GGUF/ggml layout)
 //
-// The activations are quantized once to the weight type's dot type, then every (row, token)
+// A matrix with a packed copy (kernels/packed_weights.h: Q4_0, Q4_1, Q8_0 weights of a loaded
+// model) goes through the packed kernels, 16 rows per instruction. Otherwise:
+// the activations are quantized once to the weight type's dot type, then every (row, token)
 // pair is one vec_dot, or every (row, four tokens) one vec_dot_4 where the kernel set has it
 // (weights unpacked once for four tokens; the same bits, so results never depend on how many
 // tokens a call batches). Rows are split across OpenMP threads; for many tokens, rows are tiled
@@ -12,11 +14,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/types.h"
 
 namespace kvc {
+
+struct PackedWeights;  // kernels/packed_weights.h
 
 // A read-only view of a 2-D weight tensor (usually inside the mmapped GGUF file).
 struct WeightMatrix {
@@ -24,6 +29,9 @@ struct WeightMatrix {
   int64_t rows = 0;       // output features
   int64_t cols = 0;       // input features (contiguous)
   const uint8_t* data = nullptr;  // [rows, row_bytes(type, cols)]
+  // The same matrix repacked for the packed kernels (pack_weights), when the model loader made
+  // one; matmul then reads it instead of `data`.
+  std::shared_ptr<const PackedWeights> packed;
 
   size_t row_stride() const { return row_bytes(type, cols); }
 };

@@ -12,6 +12,7 @@
 #include "kernels/cpu/quant_avx2.h"
 #include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"
+#include "kernels/packed_weights.h"
 #include "util/error.h"
 
 namespace kvc {
@@ -25,6 +26,7 @@ struct KernelTable {
   std::array<cpu::QuantizeRowFn, kMaxTypeId> quantize{};
   std::array<cpu::VecDotFn, kMaxTypeId> vec_dot{};
   std::array<cpu::VecDot4Fn, kMaxTypeId> vec_dot_4{};
+  std::array<cpu::PackedGemmFn, cpu::kPackedFormats> packed_gemm{};
 };
 
 KernelTable make_table(const cpu::RowKernelSet& set) {
@@ -36,6 +38,9 @@ KernelTable make_table(const cpu::RowKernelSet& set) {
     t.quantize[id] = set.quantize(type);
     t.vec_dot[id] = set.vec_dot(type);
     t.vec_dot_4[id] = set.vec_dot_4(type);
+  }
+  for (int f = 0; f < cpu::kPackedFormats; ++f) {
+    t.packed_gemm[static_cast<size_t>(f)] = set.packed_gemm(static_cast<cpu::PackedFormat>(f));
   }
   return t;
 }
@@ -113,6 +118,15 @@ VecDotKernels vec_dot_kernels(TensorType weight_type) {
     if (k.one) k.four = table->vec_dot_4[type_index(weight_type)];
   }
   return k;
+}
+
+cpu::PackedGemmFn packed_gemm_kernel(cpu::PackedFormat format) {
+  const auto index = static_cast<size_t>(format);
+  KVC_ASSERT(index < static_cast<size_t>(cpu::kPackedFormats));
+  if (const KernelTable* table = active_table()) {
+    if (const auto kernel = table->packed_gemm[index]) return kernel;
+  }
+  return reference::packed_gemm_kernel(format);
 }
 
 const char* cpu_kernel_isa() { return kernel_isa_name(active_kernel_isa()); }

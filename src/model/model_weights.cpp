@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "kernels/packed_weights.h"
 #include "kernels/quant.h"
 #include "util/error.h"
 
@@ -28,7 +29,9 @@ const GgufTensorInfo& require(const GgufFile& f, const std::string& name,
 // ggml dims are [cols, rows]: dims[0] is the contiguous input dimension.
 WeightMatrix matrix(const GgufFile& f, const std::string& name, int64_t rows, int64_t cols) {
   const GgufTensorInfo& t = require(f, name, {cols, rows});
-  return WeightMatrix{t.type, rows, cols, t.data};
+  WeightMatrix w{t.type, rows, cols, t.data, nullptr};
+  w.packed = pack_weights(w);
+  return w;
 }
 
 std::vector<float> vector(const GgufFile& f, const std::string& name, int64_t n) {

@@ -1,5 +1,7 @@
 // Views of a Llama-family model's weights inside the mapped GGUF file. Matrices stay quantized
-// in the mapping (never dequantized whole); small vectors (norms, biases) are copied to float.
+// (never dequantized whole); those of the legacy 32-element types (Q4_0, Q4_1, Q8_0) also get a
+// packed copy for the packed matmul kernels (kernels/packed_weights.h), made once at load.
+// Small vectors (norms, biases) are copied to float.
 #pragma once
 
 #include <optional>

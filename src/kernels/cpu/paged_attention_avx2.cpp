@@ -1,5 +1,8 @@
-// AVX2 paged attention. paged_attention: each K and V row is read once per query token and
-// shared by every query head of the group (GQA without repeating KVs). paged_attention_tiled:
+// AVX2 paged attention. paged_attention (decode): each K and V row is read and converted once
+// per query token for every query head of the group (GQA without repeating KVs); scores of four
+// slots at a time end in one shared reduction, the softmax runs 8 lanes at a time, and each
+// head's output stays in a register per 8-column strip. Groups up to 8 (larger: the reference).
+// paged_attention_tiled:
 // each K and V row is read once per tile of up to kMaxQueryTile tokens x group heads.
 // Requires head_dim % 8 == 0 (and head_dim <= kMaxTiledHeadDim for the tiled kernel).
 //
@@ -177,85 +180,180 @@ inline void accumulate_values(float* o, const float* p, const float* vc, int32_t
   }
 }
 
-}  // namespace
 
-void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
-                     float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
-                     float* scratch) {
-  const int32_t d = pool.head_dim;
-  const int32_t n = row.length;
+// ---- Per-query kernel (decode) ----
+
+constexpr int32_t kMaxQueryGroup = 8;  // register-blocked group sizes; larger groups: reference
+
+constexpr int32_t kSlotChunk = 256;  // slots whose pool indices are resolved at a time
+
+// Pool indices of row slots [s0, s0 + count) and whether each is visible from position qpos
+// (a future slot is never read: it may be poisoned). One division per chunk, not per slot.
+inline void resolve_slots(const PagedKvPool& pool, const PagedHeadRow& row, int32_t s0,
+                          int32_t count, int32_t qpos, int64_t* slot, bool* visible) {
   const int32_t bs = pool.block_size;
-  const int32_t group = queries.group;
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  int32_t b = s0 / bs, j = s0 % bs;
+  for (int32_t i = 0; i < count; ++i) {
+    slot[i] = static_cast<int64_t>(row.block_table[b]) * bs + j;
+    visible[i] = pool.positions[slot[i]] <= qpos;
+    if (++j == bs) {
+      j = 0;
+      ++b;
+    }
+  }
+}
 
+// Scores of kSlots slots for every head of the group: p[g * n + j] = scale * q_g . k_j, or -inf
+// for a hidden slot. Each K row is converted from f16 once for the whole group; kSlots x G
+// accumulators, reduced to one 4-lane vector of sums per head.
+template <int G, int kSlots>
+inline void group_scores(const PagedKvPool& pool, const float* q, const int64_t* slot,
+                         const bool* visible, int32_t n, float scale, float* p) {
+  const int32_t d = pool.head_dim;
+  __m256 acc[kSlots][G];
+  for (int j = 0; j < kSlots; ++j)
+    for (int g = 0; g < G; ++g) acc[j][g] = _mm256_setzero_ps();
+  for (int32_t i = 0; i < d; i += 8) {
+    for (int j = 0; j < kSlots; ++j) {
+      if (!visible[j]) continue;
+      const __m256 k = load8(pool.k, slot[j] * d + i, pool.storage);
+      for (int g = 0; g < G; ++g) acc[j][g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + i), k, acc[j][g]);
+    }
+  }
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int g = 0; g < G; ++g) {
+    float* pg = p + static_cast<int64_t>(g) * n;
+    if constexpr (kSlots == 4) {
+      // [a0 a1 a2 a3] per 128-bit half after two hadds; the halves' sum is the four dots.
+      const __m256 h01 = _mm256_hadd_ps(acc[0][g], acc[1][g]);
+      const __m256 h23 = _mm256_hadd_ps(acc[2][g], acc[3][g]);
+      const __m256 h = _mm256_hadd_ps(h01, h23);
+      const __m128 sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+      _mm_storeu_ps(pg, _mm_mul_ps(sums, _mm_set1_ps(scale)));
+    } else {
+      for (int j = 0; j < kSlots; ++j) pg[j] = hsum(acc[j][g]) * scale;
+    }
+    for (int j = 0; j < kSlots; ++j) {
+      if (!visible[j]) pg[j] = kNegInf;
+    }
+  }
+}
+
+// p[0, n) = softmax(p) in place (-inf -> 0), 8 lanes at a time.
+inline void softmax_row(float* p, int32_t n) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const __m256 neg_inf8 = _mm256_set1_ps(kNegInf);
+  __m256 max8 = neg_inf8;
+  int32_t s = 0;
+  for (; s + 8 <= n; s += 8) max8 = _mm256_max_ps(max8, _mm256_loadu_ps(p + s));
+  float max = hmax(max8);
+  for (; s < n; ++s) max = p[s] > max ? p[s] : max;
+  if (max == kNegInf) {  // nothing visible
+    for (s = 0; s < n; ++s) p[s] = 0.0f;
+    return;
+  }
+  max8 = _mm256_set1_ps(max);
+  __m256 sum8 = _mm256_setzero_ps();
+  for (s = 0; s + 8 <= n; s += 8) {
+    const __m256 x = _mm256_loadu_ps(p + s);
+    const __m256 hidden = _mm256_cmp_ps(x, neg_inf8, _CMP_EQ_OQ);
+    const __m256 e = _mm256_andnot_ps(hidden, exp8(_mm256_sub_ps(x, max8)));
+    _mm256_storeu_ps(p + s, e);
+    sum8 = _mm256_add_ps(sum8, e);
+  }
+  float sum = hsum(sum8);
+  for (; s < n; ++s) {
+    p[s] = p[s] == kNegInf ? 0.0f : std::exp(p[s] - max);
+    sum += p[s];
+  }
+  const float inv = 1.0f / sum;
+  const __m256 inv8 = _mm256_set1_ps(inv);
+  for (s = 0; s + 8 <= n; s += 8) _mm256_storeu_ps(p + s, _mm256_mul_ps(inv8, _mm256_loadu_ps(p + s)));
+  for (; s < n; ++s) p[s] *= inv;
+}
+
+// o_g[i .. i+7] += sum_j p_g[j] v_j[i .. i+7] over `count` resolved slots, for every head g:
+// one 8-column strip at a time so the G accumulators stay in registers, V converted once per
+// slot and strip. Hidden slots are skipped, never read.
+template <int G>
+inline void group_values(const PagedKvPool& pool, const float* p, int32_t n, const int64_t* slot,
+                         const bool* visible, int32_t count, float* o) {
+  const int32_t d = pool.head_dim;
+  for (int32_t i = 0; i < d; i += 8) {
+    __m256 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_loadu_ps(o + g * d + i);
+    for (int32_t j = 0; j < count; ++j) {
+      if (!visible[j]) continue;
+      const __m256 v = load8(pool.v, slot[j] * d + i, pool.storage);
+      for (int g = 0; g < G; ++g) {
+        acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + static_cast<int64_t>(g) * n + j), v, acc[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) _mm256_storeu_ps(o + g * d + i, acc[g]);
+  }
+}
+
+template <int G>
+void attend_queries(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                    float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
+                    float* scratch) {
+  constexpr int kSlots = G <= 3 ? 4 : 1;  // kSlots x G score accumulators in 16 registers
+  const int32_t n = row.length;
+  const int32_t d = pool.head_dim;
+  int64_t slot[kSlotChunk];
+  bool visible[kSlotChunk];
   for (int32_t t = 0; t < queries.n_query; ++t) {
     const int32_t qpos = queries.positions[t];
-    const float* q = queries.q + t * queries.q_stride;  // [group, d]
-    float max[kMaxGroup];
-    for (int32_t g = 0; g < group; ++g) max[g] = kNegInf;
-
-    // Scores: scratch[g * n + s] = scale * q_g . k_s (or -inf when the slot is in the future).
-    for (int32_t s = 0; s < n; ++s) {
-      const int64_t slot = static_cast<int64_t>(row.block_table[s / bs]) * bs + s % bs;
-      if (pool.positions[slot] > qpos) {
-        for (int32_t g = 0; g < group; ++g) scratch[static_cast<int64_t>(g) * n + s] = kNegInf;
-        continue;
+    const float* q = queries.q + t * queries.q_stride;  // [G, d]
+    for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
+      const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
+      resolve_slots(pool, row, c0, count, qpos, slot, visible);
+      int32_t j = 0;
+      for (; j + kSlots <= count; j += kSlots) {
+        group_scores<G, kSlots>(pool, q, slot + j, visible + j, n, scale, scratch + c0 + j);
       }
-      __m256 acc[kMaxGroup];
-      for (int32_t g = 0; g < group; ++g) acc[g] = _mm256_setzero_ps();
-      for (int32_t i = 0; i < d; i += 8) {
-        const __m256 k = load8(pool.k, slot * d + i, pool.storage);
-        for (int32_t g = 0; g < group; ++g) {
-          acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + i), k, acc[g]);
-        }
-      }
-      for (int32_t g = 0; g < group; ++g) {
-        const float score = hsum(acc[g]) * scale;
-        scratch[static_cast<int64_t>(g) * n + s] = score;
-        max[g] = score > max[g] ? score : max[g];
-      }
+      for (; j < count; ++j) group_scores<G, 1>(pool, q, slot + j, visible + j, n, scale, scratch + c0 + j);
     }
-
-    // Softmax per query head.
-    for (int32_t g = 0; g < group; ++g) {
-      float* p = scratch + static_cast<int64_t>(g) * n;
-      double sum = 0.0;
-      for (int32_t s = 0; s < n; ++s) {
-        p[s] = p[s] == kNegInf ? 0.0f : std::exp(p[s] - max[g]);
-        sum += p[s];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int32_t s = 0; s < n; ++s) p[s] *= inv;
-    }
-
-    // Output: o_g = sum_s p_g[s] * v_s; each V row loaded once for the whole group.
-    float* o = out + t * out_stride;  // [group, d]
-    for (int32_t j = 0; j < group * d; ++j) o[j] = 0.0f;
-    for (int32_t s = 0; s < n; ++s) {
-      const int64_t slot = static_cast<int64_t>(row.block_table[s / bs]) * bs + s % bs;
-      if (pool.positions[slot] > qpos) continue;
-      float metric_add = 0.0f;
-      for (int32_t i = 0; i < d; i += 8) {
-        const __m256 v = load8(pool.v, slot * d + i, pool.storage);
-        for (int32_t g = 0; g < group; ++g) {
-          const __m256 p = _mm256_set1_ps(scratch[static_cast<int64_t>(g) * n + s]);
-          float* og = o + g * d + i;
-          _mm256_storeu_ps(og, _mm256_fmadd_ps(p, v, _mm256_loadu_ps(og)));
+    for (int g = 0; g < G; ++g) softmax_row(scratch + static_cast<int64_t>(g) * n, n);
+    float* o = out + t * out_stride;
+    for (int32_t i = 0; i < G * d; i += 8) _mm256_storeu_ps(o + i, _mm256_setzero_ps());
+    for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
+      const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
+      resolve_slots(pool, row, c0, count, qpos, slot, visible);
+      group_values<G>(pool, scratch + c0, n, slot, visible, count, o);
+      if (accumulation == MetricAccumulation::kNone || pool.metric == nullptr) continue;
+      for (int32_t j = 0; j < count; ++j) {
+        if (!visible[j]) continue;
+        float add = 0.0f;
+        for (int g = 0; g < G; ++g) {
+          const float pg = scratch[static_cast<int64_t>(g) * n + c0 + j];
+          add += accumulation == MetricAccumulation::kSquared ? pg * pg : pg;
         }
-      }
-      if (accumulation != MetricAccumulation::kNone && pool.metric != nullptr) {
-        for (int32_t g = 0; g < group; ++g) {
-          const float p = scratch[static_cast<int64_t>(g) * n + s];
-          metric_add += accumulation == MetricAccumulation::kSquared ? p * p : p;
-        }
-        pool.metric[slot] += metric_add;
+        pool.metric[slot[j]] += add;
       }
     }
   }
 }
 
+}  // namespace
+
+void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                     float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
+                     float* scratch) {
+  switch (queries.group) {
+    case 1: return attend_queries<1>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    case 2: return attend_queries<2>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    case 3: return attend_queries<3>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    case 4: return attend_queries<4>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    case 5: return attend_queries<5>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    case 6: return attend_queries<6>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    case 7: return attend_queries<7>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    default: return attend_queries<8>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+  }
+}
+
 bool paged_attention_supported(const PagedKvPool& pool, int32_t group) {
-  return pool.head_dim % 8 == 0 && group <= kMaxGroup;
+  return pool.head_dim % 8 == 0 && group >= 1 && group <= kMaxQueryGroup;
 }
 
 namespace {

@@ -16,8 +16,10 @@ DequantizeRowFn dequantize_row_kernel(TensorType type);  // quant_avx2.cpp
 QuantizeRowFn quantize_row_kernel(TensorType dot_type);  // quant_avx2.cpp
 VecDotFn vec_dot_kernel(TensorType weight_type);         // vec_dot_avx2.cpp
 VecDot4Fn vec_dot_4_kernel(TensorType weight_type);      // vec_dot_avx2.cpp
+cpu::PackedGemmFn packed_gemm_kernel(cpu::PackedFormat format);  // packed_gemm_avx2.cpp
 
-inline constexpr cpu::RowKernelSet kRowKernels{"avx2", dequantize_row_kernel, quantize_row_kernel,
-                                               vec_dot_kernel, vec_dot_4_kernel};
+inline constexpr cpu::RowKernelSet kRowKernels{"avx2",         dequantize_row_kernel,
+                                               quantize_row_kernel, vec_dot_kernel,
+                                               vec_dot_4_kernel,    packed_gemm_kernel};
 
 }  // namespace kvc::avx2

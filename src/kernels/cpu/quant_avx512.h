@@ -1,5 +1,5 @@
 // AVX-512 row kernels for the quantized types: one source (quant_avx512.cpp,
-// vec_dot_avx512.cpp), compiled once per namespace below.
+// vec_dot_avx512.cpp, packed_gemm_avx512.cpp), compiled once per namespace below.
 //
 //   kvc::avx512                F + BW + DQ + VL (x86-64-v4): int8 dots by vpmaddubsw + vpmaddwd
 //   kvc::avx512_vnni           the same plus AVX512-VNNI: int8 dots by vpdpbusd
@@ -19,9 +19,10 @@
   cpu::QuantizeRowFn quantize_row_kernel(TensorType dot_type);  /* quant_avx512.cpp */     \
   cpu::VecDotFn vec_dot_kernel(TensorType weight_type);         /* vec_dot_avx512.cpp */   \
   cpu::VecDot4Fn vec_dot_4_kernel(TensorType weight_type);      /* vec_dot_avx512.cpp */   \
-  inline constexpr cpu::RowKernelSet kRowKernels{set_name, dequantize_row_kernel,          \
+  cpu::PackedGemmFn packed_gemm_kernel(cpu::PackedFormat f);    /* packed_gemm_avx512.cpp */ \
+  inline constexpr cpu::RowKernelSet kRowKernels{set_name,           dequantize_row_kernel, \
                                                  quantize_row_kernel, vec_dot_kernel,      \
-                                                 vec_dot_4_kernel};                        \
+                                                 vec_dot_4_kernel,    packed_gemm_kernel}; \
   }
 
 KVC_DECLARE_AVX512_ROW_KERNELS(avx512, "avx512")

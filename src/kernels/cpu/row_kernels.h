@@ -25,12 +25,37 @@ using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* activa
 using VecDot4Fn = void (*)(int64_t n, const void* weight_row, const void* activations,
                            size_t activation_stride, float* out);
 
+// Weight formats repacked at load time, 16 rows interleaved (layout: kernels/packed_layout.h).
+enum class PackedFormat : uint8_t { kQ4_0, kQ4_1, kQ8_0 };
+inline constexpr int kPackedFormats = 3;
+
+// One call of a packed kernel: one group of 16 weight rows times 1..4 tokens.
+//   y[t * y_stride + r] = sum over blocks b of the group's row r . token t's block b,
+// for r < n_rows and t < n_tokens, each (row, token) accumulated in the same order whatever
+// n_tokens is (kernels/packed_layout.h states the arithmetic, bit for bit).
+struct PackedGemmArgs {
+  const uint8_t* group;  // n_blocks blocks of packed::block_bytes(format)
+  int64_t n_blocks;
+  int n_tokens;          // 1..packed::kMaxTokens
+  int n_rows;            // rows of the group to store, 1..16 (the rest are padding)
+  const int8_t* q;       // token t's quants: q[t * q_stride + 32 * b + i]
+  int64_t q_stride;
+  const float* d;        // token t's block scales: d[t * scale_stride + b]
+  const float* s;        // Q4_1 only: d * sum of the block's quants (Q8_1's s)
+  const int32_t* sum;    // sum of the block's quants (Q4_0 and Q8_0 fold offsets through it)
+  int64_t scale_stride;
+  float* y;
+  int64_t y_stride;
+};
+using PackedGemmFn = void (*)(const PackedGemmArgs& args);
+
 struct RowKernelSet {
   const char* name;  // "avx2", "avx512", "avx512-vnni" (tests add "-emulated" variants)
   DequantizeRowFn (*dequantize)(TensorType type);
   QuantizeRowFn (*quantize)(TensorType dot_type);
   VecDotFn (*vec_dot)(TensorType weight_type);
   VecDot4Fn (*vec_dot_4)(TensorType weight_type);
+  PackedGemmFn (*packed_gemm)(PackedFormat format);
 };
 
 }  // namespace kvc::cpu

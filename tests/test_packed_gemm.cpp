@@ -1,0 +1,299 @@
+// The packed matmul (kernels/packed_weights.h): the scalar reference kernel against exact
+// arithmetic, every x86 kernel set against the reference bit for bit, and the matmul built on
+// them against the double-precision reference and against itself under any token batching.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/block_layouts.h"
+#include "kernels/cpu/quant_avx2.h"
+#include "kernels/cpu/quant_avx512.h"
+#include "kernels/cpu_features.h"
+#include "kernels/matmul.h"
+#include "kernels/packed_weights.h"
+#include "kernels/quant.h"
+#include "quant_test_data.h"
+#include "util/fp16.h"
+
+namespace kvc {
+namespace {
+
+using namespace kvc::test_support;
+
+constexpr TensorType kPackedTypes[] = {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0};
+
+struct Matrix {
+  TensorType type;
+  int64_t rows, cols;
+  Bytes data;
+  WeightMatrix view() const { return WeightMatrix{type, rows, cols, data.data(), nullptr}; }
+};
+
+Matrix random_matrix(TensorType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  Matrix m{type, rows, cols, {}};
+  for (int64_t r = 0; r < rows; ++r) {
+    const Bytes row = random_row(type, cols, rng);
+    m.data.insert(m.data.end(), row.begin(), row.end());
+  }
+  return m;
+}
+
+// Every quant byte set to `byte` (scales kept): 0x00, 0xFF and 0x80 reach the extremes of
+// every format (nibbles 0 and 15; int8 0, -1 and -128).
+void fill_quants(Matrix& m, uint8_t byte) {
+  const size_t block = type_traits(m.type).block_bytes;
+  const size_t scales = m.type == TensorType::Q4_1 ? 4 : 2;
+  for (size_t at = 0; at < m.data.size(); at += block) {
+    std::memset(m.data.data() + at + scales, byte, block - scales);
+  }
+}
+
+// Quantized activations in the kernels' arrays, as packed_matmul prepares them.
+struct Activations {
+  int64_t n_tokens, cols, n_blocks;
+  std::vector<int8_t> q;
+  std::vector<float> d, s;
+  std::vector<int32_t> sum;
+};
+
+Activations quantize(TensorType weight_type, const std::vector<float>& x, int64_t n_tokens,
+                     int64_t cols) {
+  const TensorType dot_type = type_traits(weight_type).dot_type;
+  const int64_t nb = cols / 32;
+  Activations a{n_tokens, cols, nb, std::vector<int8_t>(n_tokens * cols),
+                std::vector<float>(n_tokens * nb), std::vector<float>(n_tokens * nb),
+                std::vector<int32_t>(n_tokens * nb)};
+  Bytes row(row_bytes(dot_type, cols));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    reference::quantize_row_for_dot(dot_type, x.data() + t * cols, row.data(), cols);
+    const size_t block = type_traits(dot_type).block_bytes, qs = dot_type == TensorType::Q8_1 ? 4 : 2;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = row.data() + b * block;
+      uint16_t h;
+      std::memcpy(&h, blk, 2);
+      a.d[t * nb + b] = fp16_to_float(h);
+      if (dot_type == TensorType::Q8_1) {
+        std::memcpy(&h, blk + 2, 2);
+        a.s[t * nb + b] = fp16_to_float(h);
+      }
+      int32_t total = 0;
+      for (int i = 0; i < 32; ++i) {
+        const auto v = static_cast<int8_t>(blk[qs + i]);
+        a.q[t * cols + b * 32 + i] = v;
+        total += v;
+      }
+      a.sum[t * nb + b] = total;
+    }
+  }
+  return a;
+}
+
+// One kernel call per (group, chunk of `chunk` tokens) over the whole matrix.
+std::vector<float> run_kernel(cpu::PackedGemmFn kernel, const PackedWeights& p,
+                              const Activations& a, int chunk) {
+  std::vector<float> y(a.n_tokens * p.rows, NAN);
+  for (int64_t g = 0; g < p.n_groups; ++g) {
+    for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
+      cpu::PackedGemmArgs args{};
+      args.group = p.group(g);
+      args.n_blocks = p.n_blocks;
+      args.n_tokens = static_cast<int>(std::min<int64_t>(chunk, a.n_tokens - t0));
+      args.n_rows = static_cast<int>(std::min<int64_t>(16, p.rows - 16 * g));
+      args.q = a.q.data() + t0 * a.cols;
+      args.q_stride = a.cols;
+      args.d = a.d.data() + t0 * a.n_blocks;
+      args.s = a.s.data() + t0 * a.n_blocks;
+      args.sum = a.sum.data() + t0 * a.n_blocks;
+      args.scale_stride = a.n_blocks;
+      args.y = y.data() + t0 * p.rows + 16 * g;
+      args.y_stride = p.rows;
+      kernel(args);
+    }
+  }
+  return y;
+}
+
+// Exact value of each (token, row) output in double, and the sum of |terms| as its error scale.
+void exact(const Matrix& m, const Activations& a, int64_t t, int64_t r, double& value,
+           double& scale) {
+  std::vector<float> w(m.cols);
+  reference::dequantize_row(m.type, m.data.data() + r * row_bytes(m.type, m.cols), w.data(), m.cols);
+  value = 0.0;
+  scale = 0.0;
+  for (int64_t b = 0; b < a.n_blocks; ++b) {
+    for (int i = 0; i < 32; ++i) {
+      const int64_t c = b * 32 + i;
+      double wq = w[c];
+      if (m.type == TensorType::Q4_1) {  // the min goes through s, as in the kernels
+        uint16_t h;
+        std::memcpy(&h, m.data.data() + r * row_bytes(m.type, m.cols) + b * 20 + 2, 2);
+        wq -= fp16_to_float(h);
+      }
+      const double term = wq * a.q[t * a.cols + c] * a.d[t * a.n_blocks + b];
+      value += term;
+      scale += std::fabs(term);
+    }
+    if (m.type == TensorType::Q4_1) {
+      uint16_t h;
+      std::memcpy(&h, m.data.data() + r * row_bytes(m.type, m.cols) + b * 20 + 2, 2);
+      const double term = static_cast<double>(fp16_to_float(h)) * a.s[t * a.n_blocks + b];
+      value += term;
+      scale += std::fabs(term);
+    }
+  }
+}
+
+struct Shape {
+  int64_t rows, cols, tokens;
+};
+// Partial last groups (37, 200 rows), one block, odd block counts, 1..9 tokens.
+constexpr Shape kShapes[] = {{16, 32, 1}, {37, 96, 5}, {200, 576, 9}, {48, 160, 4}, {16, 1536, 2}};
+
+TEST(PackedGemm, ReferenceKernelIsExactArithmetic) {
+  std::mt19937 rng(5);
+  for (TensorType type : kPackedTypes) {
+    for (const Shape& sh : kShapes) {
+      SCOPED_TRACE(std::string(type_traits(type).name) + " " + std::to_string(sh.rows) + "x" +
+                   std::to_string(sh.cols));
+      const Matrix m = random_matrix(type, sh.rows, sh.cols, rng);
+      const auto p = pack_weights(m.view());
+      ASSERT_NE(p, nullptr);
+      std::vector<float> x;
+      for (int64_t t = 0; t < sh.tokens; ++t) {
+        const auto row = random_activations(sh.cols, rng);
+        x.insert(x.end(), row.begin(), row.end());
+      }
+      const Activations a = quantize(type, x, sh.tokens, sh.cols);
+      const auto y = run_kernel(reference::packed_gemm_kernel(*packed_format(type)), *p, a, 4);
+      for (int64_t t = 0; t < sh.tokens; ++t) {
+        for (int64_t r = 0; r < sh.rows; ++r) {
+          double value, scale;
+          exact(m, a, t, r, value, scale);
+          ASSERT_NEAR(y[t * sh.rows + r], value, 1e-5 * scale + 1e-30) << "t=" << t << " r=" << r;
+        }
+      }
+    }
+  }
+}
+
+struct KernelSetCase {
+  const cpu::RowKernelSet* set;
+  KernelIsa needs;
+};
+const KernelSetCase kKernelSets[] = {
+    {&avx2::kRowKernels, KernelIsa::kAvx2},
+    {&avx512::kRowKernels, KernelIsa::kAvx512},
+    {&avx512_vnni::kRowKernels, KernelIsa::kAvx512Vnni},
+    {&avx512_emulated::kRowKernels, KernelIsa::kAvx2},
+    {&avx512_vnni_emulated::kRowKernels, KernelIsa::kAvx2},
+};
+void PrintTo(const KernelSetCase& c, std::ostream* os) { *os << c.set->name; }
+
+class PackedKernelSetTest : public ::testing::TestWithParam<KernelSetCase> {
+ protected:
+  void SetUp() override {
+    if (cpu_best_kernel_isa() < GetParam().needs) {
+      GTEST_SKIP() << GetParam().set->name << " needs " << kernel_isa_name(GetParam().needs)
+                   << "; this CPU runs " << kernel_isa_name(cpu_best_kernel_isa());
+    }
+  }
+};
+
+TEST_P(PackedKernelSetTest, MatchesReferenceBitForBit) {
+  std::mt19937 rng(17);
+  for (TensorType type : kPackedTypes) {
+    const cpu::PackedFormat format = *packed_format(type);
+    const cpu::PackedGemmFn kernel = GetParam().set->packed_gemm(format);
+    ASSERT_NE(kernel, nullptr);
+    for (const Shape& sh : kShapes) {
+      for (int fill = -1; fill < 3; ++fill) {  // random quants, then 0x00, 0xFF, 0x80 everywhere
+        SCOPED_TRACE(std::string(type_traits(type).name) + " " + std::to_string(sh.rows) + "x" +
+                     std::to_string(sh.cols) + " fill " + std::to_string(fill));
+        Matrix m = random_matrix(type, sh.rows, sh.cols, rng);
+        if (fill >= 0) fill_quants(m, fill == 0 ? 0x00 : fill == 1 ? 0xFF : 0x80);
+        const auto p = pack_weights(m.view());
+        std::vector<float> x;
+        for (int64_t t = 0; t < sh.tokens; ++t) {
+          auto row = random_activations(sh.cols, rng);
+          if (t % 2 == 1) {  // +-127 after quantization: the largest products
+            for (int64_t c = 0; c < sh.cols; ++c) row[c] = (c % 3 == 0) ? -1.0f : 1.0f;
+          }
+          x.insert(x.end(), row.begin(), row.end());
+        }
+        const Activations a = quantize(type, x, sh.tokens, sh.cols);
+        const auto expected = run_kernel(reference::packed_gemm_kernel(format), *p, a, 4);
+        for (int chunk = 1; chunk <= 4; ++chunk) {
+          const auto got = run_kernel(kernel, *p, a, chunk);
+          ASSERT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0)
+              << "chunk " << chunk;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sets, PackedKernelSetTest, ::testing::ValuesIn(kKernelSets),
+                         [](const auto& info) {
+                           std::string name = info.param.set->name;
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
+
+// matmul() on a packed matrix: the row-at-a-time path's result up to float rounding (both
+// quantize the activations the same way), the same bits for a token however many tokens one
+// call takes, and the same bits on the scalar kernels.
+TEST(PackedGemm, MatmulMatchesRowKernelsAndDoesNotDependOnBatching) {
+  std::mt19937 rng(23);
+  for (TensorType type : kPackedTypes) {
+    SCOPED_TRACE(type_traits(type).name);
+    const int64_t rows = 100, cols = 576, n = 11;
+    Matrix m = random_matrix(type, rows, cols, rng);
+    WeightMatrix w = m.view();
+    w.packed = pack_weights(w);
+    std::vector<float> x;
+    for (int64_t t = 0; t < n; ++t) {
+      const auto row = random_activations(cols, rng);
+      x.insert(x.end(), row.begin(), row.end());
+    }
+    MatmulScratch scratch;
+    std::vector<float> all(n * rows), rowwise(n * rows), magnitude(n * rows), scalar(n * rows);
+    matmul(w, x.data(), cols, n, all.data(), rows, scratch);
+    matmul(m.view(), x.data(), cols, n, rowwise.data(), rows, scratch);
+    std::vector<float> wr(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      reference::dequantize_row(type, m.data.data() + r * row_bytes(type, cols), wr.data(), cols);
+      for (int64_t t = 0; t < n; ++t) {
+        double sum = 0.0;
+        for (int64_t c = 0; c < cols; ++c) sum += std::fabs(wr[c] * x[t * cols + c]);
+        magnitude[t * rows + r] = static_cast<float>(sum);
+      }
+    }
+    for (int64_t i = 0; i < n * rows; ++i) {
+      ASSERT_NEAR(all[i], rowwise[i], 1e-5 * magnitude[i]) << i;
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<float> one(rows);
+      matmul(w, x.data() + t * cols, cols, 1, one.data(), rows, scratch);
+      ASSERT_EQ(std::memcmp(one.data(), all.data() + t * rows, rows * sizeof(float)), 0) << t;
+    }
+    force_scalar_kernels(true);
+    matmul(w, x.data(), cols, n, scalar.data(), rows, scratch);
+    force_scalar_kernels(false);
+    ASSERT_EQ(std::memcmp(scalar.data(), all.data(), all.size() * sizeof(float)), 0);
+  }
+}
+
+TEST(PackedGemm, OnlyLegacyTypesPack) {
+  std::mt19937 rng(3);
+  for (TensorType type : {TensorType::Q4_K, TensorType::Q6_K, TensorType::F16, TensorType::Q5_0}) {
+    const Matrix m = random_matrix(type, 16, 256, rng);
+    EXPECT_EQ(pack_weights(m.view()), nullptr) << type_traits(type).name;
+  }
+}
+
+}  // namespace
+}  // namespace kvc
