@@ -3,6 +3,7 @@
 // (--out) for scripts/eval_report.py, and prints a summary table.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -45,6 +46,8 @@ struct EvalOptions {
   bool json_summary = false;
   bool poison_kv = false;
   bool no_tasks = false;
+  std::string tasks_file;     // users' tasks (eval/user_tasks.h)
+  std::string fidelity_file;  // users' fidelity text
 };
 
 // Per (policy, budget): sums for the summary table.
@@ -83,7 +86,8 @@ int g_argc = 0;
 char** g_argv = nullptr;
 
 void print_summary(std::FILE* out, const std::map<CellKey, Cell>& cells,
-                   const std::vector<std::string>& tasks, const std::vector<std::string>& order) {
+                   const std::vector<std::string>& tasks, const std::vector<std::string>& order,
+                   const std::string& fidelity_text) {
   if (!tasks.empty()) {
     std::fprintf(out, "\nTask scores (x100, mean over samples and lengths)\n");
     std::string header = fmt::format("{:<16} {:>6}", "policy", "C");
@@ -112,7 +116,8 @@ void print_summary(std::FILE* out, const std::map<CellKey, Cell>& cells,
   bool any_fid = false;
   for (const auto& [key, cell] : cells) any_fid |= cell.n_fid > 0;
   if (!any_fid) return;
-  std::fprintf(out, "\nFidelity on Austen text (teacher-forced continuation vs the full cache)\n");
+  std::fprintf(out, "\nFidelity on %s (teacher-forced continuation vs the full cache)\n",
+               fidelity_text.c_str());
   std::fprintf(out, "%-16s %6s %9s %7s %8s %7s\n", "policy", "C", "KL", "top-1", "ppl", "ratio");
   for (const std::string& p : order) {
     for (const auto& [key, cell] : cells) {
@@ -160,19 +165,37 @@ void run(EvalOptions o) {
     o.fidelity_lengths = {1024};
     o.fidelity_samples = 1;
   }
-  if (o.no_tasks) o.tasks.clear();
-  else if (o.tasks.empty()) {
+  if (o.no_tasks) {
+    o.tasks.clear();
+    o.tasks_file.clear();
+  } else if (o.tasks.empty() && o.tasks_file.empty()) {
     for (const eval::TaskInfo& t : eval::task_infos()) o.tasks.emplace_back(t.name);
   }
   if (o.fidelity_samples == 0) o.fidelity_lengths.clear();
   for (const std::string& t : o.tasks) eval::task_info(t);  // bad names fail before any loading
-  if (o.tasks.empty() && o.fidelity_lengths.empty()) {
+  // Users' files are read and checked before the model loads.
+  std::vector<eval::UserTask> user_tasks;
+  if (!o.tasks_file.empty()) user_tasks = eval::load_tasks_file(o.tasks_file);
+  eval::TextSources texts;
+  if (!o.fidelity_file.empty()) {
+    std::ifstream in(o.fidelity_file, std::ios::binary);
+    if (!in) fail("cannot open fidelity text '{}'", o.fidelity_file);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    texts.fidelity_text = buffer.str();
+    texts.fidelity_source = o.fidelity_file;
+    if (texts.fidelity_text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      fail("fidelity text '{}' is empty", o.fidelity_file);
+    }
+  }
+  if (o.tasks.empty() && user_tasks.empty() && o.fidelity_lengths.empty()) {
     fail("nothing to evaluate: --no-tasks with --fidelity-samples 0");
   }
 
   const CompressionConfig base = policy_tuning_config(o.tuning);
   eval::EvalSettings s;
   s.tasks = o.tasks;
+  s.user_tasks = user_tasks;
   s.lengths = o.lengths;
   s.samples = o.samples;
   s.seed = o.seed;
@@ -193,7 +216,6 @@ void run(EvalOptions o) {
   }
   const std::unique_ptr<Model> model = load_model(o.model);
   const ModelConfig& mc = model->config();
-  eval::TextSources texts;
   texts.austen = eval::load_austen_novels();
 
   const auto write = [&](const json& j) {
@@ -213,6 +235,8 @@ void run(EvalOptions o) {
          {"n_layer", mc.n_layer},
          {"n_head_kv", mc.n_head_kv},
          {"tasks", s.tasks},
+         {"tasks_file", o.tasks_file},
+         {"fidelity_file", o.fidelity_file},
          {"lengths", s.lengths},
          {"policies", order},
          {"budgets", s.budgets},
@@ -232,7 +256,7 @@ void run(EvalOptions o) {
     json j = {{"kind", "task"},       {"task", r.task},
               {"length", r.length},   {"sample", r.sample},
               {"prompt_tokens", r.prompt_tokens}, {"policy", r.policy},
-              {"budget", r.budget},   {"score", r.score},
+              {"budget", r.budget},   {"score", r.score}, {"metric", r.metric},
               {"prediction", r.prediction}, {"answers", r.answers},
               {"depth", r.depth},     {"generated_tokens", r.generated_tokens},
               {"decode_seconds", r.decode_seconds}};
@@ -292,7 +316,12 @@ void run(EvalOptions o) {
   if (o.json_summary) {
     std::cout << summary.dump(2) << "\n";
   } else {
-    print_summary(stdout, cells, s.tasks, order);
+    std::vector<std::string> columns = s.tasks;
+    for (const eval::UserTask& t : s.user_tasks) {
+      if (std::find(columns.begin(), columns.end(), t.name) == columns.end()) columns.push_back(t.name);
+    }
+    print_summary(stdout, cells, columns, order,
+                  o.fidelity_file.empty() ? std::string("Austen text") : o.fidelity_file);
   }
   if (!o.out.empty()) std::fprintf(stderr, "[kvc eval] wrote %s\n", o.out.c_str());
 }
@@ -312,6 +341,14 @@ void register_eval(CLI::App& app) {
   }
   cmd->add_option("--tasks", o->tasks, task_help)->delimiter(',');
   cmd->add_flag("--no-tasks", o->no_tasks, "Run only the fidelity evaluation");
+  cmd->add_option("--tasks-file", o->tasks_file,
+                  "Your own tasks, JSON lines: {\"prompt\": ... | \"context\": ..., \"question\": ..., "
+                  "\"answers\": [...], \"metric\": \"substring\"|\"exact\"|\"all\", \"chat\": true, "
+                  "\"name\": ..., \"max_new_tokens\": N}; run instead of the built-in tasks unless "
+                  "--tasks is given too");
+  cmd->add_option("--fidelity-file", o->fidelity_file,
+                  "Measure fidelity on this text file instead of Austen's novels (it must hold "
+                  "the longest --fidelity-lengths plus --continuation tokens)");
   cmd->add_option("--lengths", o->lengths, "Task prompt lengths in tokens, comma-separated")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 20))

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include "model/tokenizer/chat_template.h"
 #include "engine/engine.h"
@@ -80,9 +81,38 @@ LogitComparison compare_logits(std::span<const float> reference, std::span<const
   return c;
 }
 
+namespace {
+
+// A window of the user's fidelity text: starts spread over the text by the golden ratio (per
+// sample and seed), so samples differ whenever the text is longer than one window.
+std::vector<int32_t> user_fidelity_tokens(const Model& model, const TextSources& texts, int32_t want,
+                                          int32_t sample, uint64_t seed) {
+  const Tokenizer& tok = model.tokenizer();
+  const std::vector<int32_t> ids = tok.encode(texts.fidelity_text, false);
+  const int32_t bos = tok.add_bos() ? 1 : 0;
+  const auto have = static_cast<int64_t>(ids.size());
+  if (have + bos < want) {
+    fail("fidelity text '{}' has {} tokens; a context plus continuation needs {}",
+         texts.fidelity_source, have, want - bos);
+  }
+  const int64_t room = have + bos - want + 1;  // possible starts
+  const double frac = std::fmod(0.6180339887 * sample + 0.137 * static_cast<double>(seed % 1000), 1.0);
+  const auto start = static_cast<size_t>(std::min<int64_t>(room - 1, static_cast<int64_t>(frac * room)));
+  std::vector<int32_t> tokens;
+  if (bos) tokens.push_back(tok.bos());
+  tokens.insert(tokens.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+                ids.begin() + static_cast<std::ptrdiff_t>(start + (want - bos)));
+  return tokens;
+}
+
+}  // namespace
+
 std::vector<int32_t> fidelity_tokens(const Model& model, const TextSources& texts,
                                      int32_t context, int32_t continuation, int32_t sample,
                                      uint64_t seed) {
+  if (!texts.fidelity_text.empty()) {
+    return user_fidelity_tokens(model, texts, context + continuation + 1, sample, seed);
+  }
   if (texts.austen.empty()) fail("fidelity needs the Austen novels (r-cran-janeaustenr)");
   const std::string& novel = texts.austen[static_cast<size_t>(sample) % texts.austen.size()];
   // A start spread over the first 70% of the novel, different per sample and seed, moved to
@@ -155,6 +185,17 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   validate(model, settings);
   const Tokenizer& tok = model.tokenizer();
   const ModelConfig& mc = model.config();
+  if (!texts.fidelity_text.empty() && settings.fidelity_samples > 0 &&
+      !settings.fidelity_lengths.empty()) {
+    const int32_t longest =
+        *std::max_element(settings.fidelity_lengths.begin(), settings.fidelity_lengths.end());
+    const size_t have = tok.encode(texts.fidelity_text, false).size() + (tok.add_bos() ? 1 : 0);
+    const auto need = static_cast<size_t>(longest + settings.continuation + 1);
+    if (have < need) {
+      fail("fidelity text '{}' has {} tokens; --fidelity-lengths {} with --continuation {} needs {}",
+           texts.fidelity_source, have, longest, settings.continuation, need);
+    }
+  }
   const std::vector<int32_t> stop_tokens = tok.end_of_generation_ids();
 
   const PolicyVariant full = make_policy_variant("full", settings.variants.empty()
@@ -165,7 +206,25 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
     for (int32_t b : settings.budgets) runs.push_back({&v, b});
   }
 
+  // Users' tasks: prompts built and checked against the context before anything runs.
+  const std::string_view chat_template = model.chat_template();
+  std::vector<std::vector<int32_t>> user_prompts;
   int32_t max_context = 0;
+  for (const UserTask& t : settings.user_tasks) {
+    std::string text = t.input;
+    if (t.chat) {
+      const ChatMessage user{"user", t.input};
+      text = apply_chat_template(chat_template, std::span(&user, 1), true);
+    }
+    user_prompts.push_back(tok.encode(text, true));
+    const auto need = static_cast<int64_t>(user_prompts.back().size()) + t.max_new_tokens + 2;
+    if (need > mc.n_ctx_train) {
+      fail("tasks file line {}: the prompt has {} tokens; with max_new_tokens {} it exceeds the "
+           "model's context of {}", t.line, user_prompts.back().size(), t.max_new_tokens,
+           mc.n_ctx_train);
+    }
+    max_context = std::max(max_context, static_cast<int32_t>(need));
+  }
   if (!settings.tasks.empty()) {
     for (int32_t len : settings.lengths) {
       max_context = std::max(max_context, len + kPromptOverhead + 128);
@@ -195,7 +254,8 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   const std::vector<ObservationOptions> observers = observers_of(settings.variants);
 
   const int64_t n_task_samples = static_cast<int64_t>(settings.tasks.size()) *
-                                 static_cast<int64_t>(settings.lengths.size()) * settings.samples;
+                                     static_cast<int64_t>(settings.lengths.size()) * settings.samples +
+                                 static_cast<int64_t>(settings.user_tasks.size());
   const int64_t n_fidelity_samples =
       static_cast<int64_t>(settings.fidelity_lengths.size()) * settings.fidelity_samples;
   const int64_t total = (n_task_samples + n_fidelity_samples) * static_cast<int64_t>(runs.size());
@@ -218,7 +278,57 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
     return id;
   };
 
-  const std::string_view chat_template = model.chat_template();
+  // One task sample: the shared prefill, then every setting decodes its answer side by side.
+  struct TaskJob {
+    std::string task;
+    int32_t length = 0;  // requested length (built-in) or the prompt's tokens (users' tasks)
+    int32_t sample = 0;
+    std::vector<int32_t> prompt;
+    std::vector<std::string> answers;
+    int32_t max_new_tokens = 32;
+    AnswerMetric metric = AnswerMetric::kAll;
+    double depth = -1.0;
+  };
+  const auto run_task = [&](const TaskJob& job) {
+    const std::string label = fmt::format("{} {} #{}", job.task, job.length, job.sample);
+    progress(label + " prefill");
+    const RequestId base = prefill(job.prompt);
+    std::vector<TaskRecord> records(runs.size());
+    for (size_t k = 0; k < runs.size(); ++k) {
+      const Setting& r = runs[k];
+      Request fork;
+      fork.compression = with_budget(*r.variant, r.budget);
+      fork.max_tokens = job.max_new_tokens;
+      fork.stop_tokens = stop_tokens;
+      fork.on_finish = [&, k](const RequestResult& result) {
+        TaskRecord& rec = records[k];
+        rec.fork = fork_stats(result, mc, kBlockSize, block_bytes);
+        rec.decode_seconds = result.stats.decode_seconds;
+        rec.prediction = tok.decode(result.tokens, false);
+        rec.generated_tokens = static_cast<int32_t>(result.tokens.size());
+        ++done;
+        progress(fmt::format("{} {}", label, setting_name(runs[k])));
+      };
+      engine.fork(base, std::move(fork));
+    }
+    engine.run_until_idle();
+    engine.release(base);
+    for (size_t k = 0; k < runs.size(); ++k) {
+      TaskRecord& rec = records[k];
+      rec.task = job.task;
+      rec.length = job.length;
+      rec.sample = job.sample;
+      rec.prompt_tokens = static_cast<int32_t>(job.prompt.size());
+      rec.policy = runs[k].variant->name;
+      rec.budget = runs[k].budget;
+      rec.answers = job.answers;
+      rec.metric = answer_metric_name(job.metric);
+      rec.score = score_answer(job.metric, rec.prediction, rec.answers);
+      rec.depth = job.depth;
+      if (callbacks.on_task) callbacks.on_task(rec);
+    }
+  };
+
   const TokenCounter count = [&](std::string_view text) {
     return static_cast<int64_t>(tok.encode(text, false).size());
   };
@@ -229,45 +339,17 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
         const ChatMessage user{"user", sample.input};
         const std::string text =
             apply_chat_template(chat_template, std::span(&user, 1), true) + sample.answer_prefix;
-        const std::vector<int32_t> prompt = tok.encode(text, true);
-        const std::string label = fmt::format("{} {} #{}", task, length, i);
-        progress(label + " prefill");
-        const RequestId base = prefill(prompt);
-        std::vector<TaskRecord> records(runs.size());
-        for (size_t k = 0; k < runs.size(); ++k) {
-          const Setting& r = runs[k];
-          Request fork;
-          fork.compression = with_budget(*r.variant, r.budget);
-          fork.max_tokens = sample.max_new_tokens;
-          fork.stop_tokens = stop_tokens;
-          fork.on_finish = [&, k](const RequestResult& result) {
-            TaskRecord& rec = records[k];
-            rec.fork = fork_stats(result, mc, kBlockSize, block_bytes);
-            rec.decode_seconds = result.stats.decode_seconds;
-            rec.prediction = tok.decode(result.tokens, false);
-            rec.generated_tokens = static_cast<int32_t>(result.tokens.size());
-            ++done;
-            progress(fmt::format("{} {}", label, setting_name(runs[k])));
-          };
-          engine.fork(base, std::move(fork));
-        }
-        engine.run_until_idle();
-        engine.release(base);
-        for (size_t k = 0; k < runs.size(); ++k) {
-          TaskRecord& rec = records[k];
-          rec.task = task;
-          rec.length = length;
-          rec.sample = i;
-          rec.prompt_tokens = static_cast<int32_t>(prompt.size());
-          rec.policy = runs[k].variant->name;
-          rec.budget = runs[k].budget;
-          rec.answers = sample.answers;
-          rec.score = string_match_all(rec.prediction, rec.answers);
-          rec.depth = sample.depth;
-          if (callbacks.on_task) callbacks.on_task(rec);
-        }
+        run_task({task, length, i, tok.encode(text, true), sample.answers, sample.max_new_tokens,
+                  AnswerMetric::kAll, sample.depth});
       }
     }
+  }
+  std::map<std::string, int32_t> user_counts;  // samples per user task name
+  for (size_t i = 0; i < settings.user_tasks.size(); ++i) {
+    const UserTask& t = settings.user_tasks[i];
+    const auto n = static_cast<int32_t>(user_prompts[i].size());
+    run_task({t.name, n, user_counts[t.name]++, user_prompts[i], t.answers, t.max_new_tokens,
+              t.metric, -1.0});
   }
 
   const int32_t n_vocab = mc.n_vocab;

@@ -23,12 +23,14 @@
 
 #include "eval/policy_variants.h"
 #include "eval/tasks.h"
+#include "eval/user_tasks.h"
 #include "model/model.h"
 
 namespace kvc::eval {
 
 struct EvalSettings {
-  std::vector<std::string> tasks;        // task names (eval/tasks.h); empty: no task runs
+  std::vector<std::string> tasks;        // task names (eval/tasks.h); empty: no built-in task
+  std::vector<UserTask> user_tasks;      // --tasks-file (eval/user_tasks.h), after the built-ins
   std::vector<int32_t> lengths;          // prompt lengths in tokens
   int32_t samples = 4;                   // per (task, length)
   uint64_t seed = 0;
@@ -57,7 +59,8 @@ struct TaskRecord {
   int32_t prompt_tokens = 0;
   std::string policy;  // variant name
   int32_t budget = 0;  // 0 for full
-  double score = 0.0;  // string_match_all in [0, 1]
+  double score = 0.0;  // in [0, 1]: string_match_all for built-in tasks, else the line's metric
+  std::string metric = "all";
   std::string prediction;
   std::vector<std::string> answers;
   double depth = -1.0;
@@ -90,9 +93,9 @@ struct EvalCallbacks {
 void run_eval(const Model& model, const TextSources& texts, const EvalSettings& settings,
               const EvalCallbacks& callbacks);
 
-// The fidelity sample: `context` tokens of an Austen novel followed by `continuation + 1`
-// tokens of the same text (the first continuation token is predicted by the prefill and is
-// not scored; the others are). Deterministic in (sample, seed).
+// The fidelity sample: `context` tokens of an Austen novel (or of texts.fidelity_text when
+// set) followed by `continuation + 1` tokens of the same text (the first continuation token is
+// predicted by the prefill and is not scored; the others are). Deterministic in (sample, seed).
 std::vector<int32_t> fidelity_tokens(const Model& model, const TextSources& texts,
                                      int32_t context, int32_t continuation, int32_t sample,
                                      uint64_t seed);

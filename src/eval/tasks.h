@@ -40,6 +40,9 @@ namespace kvc::eval {
 struct TextSources {
   std::vector<std::string> austen;  // the six novels (load_austen_novels)
   std::string jargon;               // the Jargon File (load_jargon); unused by these tasks
+  // `kvc eval --fidelity-file`: the user's text replaces Austen in the fidelity samples.
+  std::string fidelity_text;
+  std::string fidelity_source;      // its file name, for errors
 };
 
 // Tokens of a text under the engine's tokenizer (no special tokens, no chat template).

@@ -201,6 +201,17 @@ GgufFile GgufFile::open(const std::string& path) {
   return file;
 }
 
+void GgufFile::release_pages(const uint8_t* data, size_t bytes) const {
+  if (mapping_ == nullptr || bytes == 0) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + bytes) / page * page;
+  const auto map_begin = reinterpret_cast<uintptr_t>(mapping_);
+  KVC_ASSERT(begin >= map_begin && begin + bytes <= map_begin + mapping_size_);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 GgufFile GgufFile::parse(std::span<const uint8_t> bytes, std::string name) {
   GgufFile file;
   file.name_ = std::move(name);

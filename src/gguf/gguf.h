@@ -91,6 +91,11 @@ class GgufFile {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find_tensor(std::string_view name) const;
 
+  // Tells the OS that the mapped bytes [data, data + bytes) will not be read again soon (a
+  // tensor that was copied elsewhere): the whole pages inside the range leave the resident
+  // set, and are read back from the file if touched. A no-op for in-memory images.
+  void release_pages(const uint8_t* data, size_t bytes) const;
+
  private:
   GgufFile() = default;
   void parse_all();

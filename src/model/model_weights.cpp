@@ -31,6 +31,9 @@ WeightMatrix matrix(const GgufFile& f, const std::string& name, int64_t rows, in
   const GgufTensorInfo& t = require(f, name, {cols, rows});
   WeightMatrix w{t.type, rows, cols, t.data, nullptr};
   w.packed = pack_weights(w);
+  // Matmuls read only the packed copy now; give the file's pages back (the embedding lookup
+  // reads token_embd's rows from the file again, a few per step).
+  if (w.packed) f.release_pages(t.data, w.row_stride() * static_cast<size_t>(rows));
   return w;
 }
 
