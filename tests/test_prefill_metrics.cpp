@@ -8,6 +8,7 @@
 #include <random>
 
 #include "compress/prefill_metrics.h"
+#include "engine/word_spans.h"
 #include "forward_helper.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -64,6 +65,42 @@ TEST(PrefillMetrics, PoolPerQueryHeadThenSumOverTheGroup) {
   }
 }
 
+TEST(PrefillMetrics, WordSpansSplitAtWordStartsAndAtTheCap) {
+  const std::vector<uint8_t> begins = {1, 0, 0, 1, 0, 1};
+  EXPECT_EQ(word_span_starts(begins), (std::vector<int32_t>{0, 0, 0, 3, 3, 5}));
+  std::vector<uint8_t> run(kMaxWordSpan + 5, 0);  // one whitespace-free run
+  const std::vector<int32_t> starts = word_span_starts(run);
+  EXPECT_EQ(starts[kMaxWordSpan - 1], 0);
+  EXPECT_EQ(starts[kMaxWordSpan], kMaxWordSpan);
+  EXPECT_EQ(starts.back(), kMaxWordSpan);
+  std::vector<float> v = {1, 5, 2, 0, 3, 7};
+  span_max(v.data(), 6, word_span_starts(begins).data());
+  EXPECT_EQ(v, (std::vector<float>{5, 5, 5, 3, 3, 7}));
+}
+
+TEST(PrefillMetrics, WordSpansRaiseEveryTokenToItsSpanBestBeforeTheGroupSum) {
+  // One layer, one KV head, group 2, no pooling: each head's score becomes its span's max.
+  const int32_t n = 6, stride = 8, bs = 4;
+  PagedKvCache cache(KvCacheConfig{1, 1, 8, bs, 8, KvStorageType::kF32, true});
+  const SequenceId seq = cache.add_sequence();
+  std::vector<float> kv(static_cast<size_t>(n) * 8, 0.5f);
+  std::vector<int32_t> pos = {0, 1, 2, 3, 4, 5};
+  cache.append(seq, 0, 0, kv.data(), 8, kv.data(), 8, pos.data(), n);
+  std::vector<float> raw(2 * stride, 0.0f);
+  const float head0[] = {0.0f, 0.9f, 0.0f, 0.0f, 0.1f, 0.0f};
+  const float head1[] = {0.2f, 0.0f, 0.0f, 0.0f, 0.0f, 0.3f};
+  std::copy(head0, head0 + n, raw.begin());
+  std::copy(head1, head1 + n, raw.begin() + stride);
+  const ObservationScores scores{raw.data(), 1, 2, stride};
+  const std::vector<int32_t> spans = {0, 0, 0, 3, 3, 5};
+  write_prefill_metrics(cache, seq, scores, 2, 1, spans);
+  const HeadRow& row = cache.row(seq, 0, 0);
+  const float expected[] = {1.1f, 1.1f, 1.1f, 0.1f, 0.1f, 0.3f};
+  for (int32_t s = 0; s < n; ++s) {
+    EXPECT_NEAR(cache.pool().metric()[row.blocks[s / bs] * bs + s % bs], expected[s], 1e-6) << s;
+  }
+}
+
 class ObservationOnRealModel : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -73,6 +110,23 @@ class ObservationOnRealModel : public ::testing::Test {
   }
   std::unique_ptr<Model> model_;
 };
+
+TEST_F(ObservationOnRealModel, WordSpansOfARealPromptKeepNumbersAndWordsWhole) {
+  const Tokenizer& tok = model_->tokenizer();
+  const std::string text = "The code is 3026027. Pass-word: copper-lantern\nEnd";
+  const std::vector<int32_t> ids = tok.encode(text, false);
+  const std::vector<int32_t> spans = prompt_word_spans(tok, ids);
+  ASSERT_EQ(spans.size(), ids.size());
+  // Rebuild each span's text: the words of the sentence, whitespace attached to the next word
+  // (SmolLM2 gives the space before a number a token of its own: a span of its own too).
+  std::vector<std::string> words;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (spans[i] == static_cast<int32_t>(i)) words.emplace_back();
+    words.back() += tok.token_to_piece(ids[i]);
+  }
+  EXPECT_EQ(words, (std::vector<std::string>{"The", " code", " is", " ", "3026027.", " Pass-word:",
+                                             " copper-lantern", "\n", "End"}));
+}
 
 TEST_F(ObservationOnRealModel, L1MassEqualsObservingQueriesAndFullObservationRespectsBuffer) {
   const ModelConfig& c = model_->config();

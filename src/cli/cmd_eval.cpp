@@ -27,7 +27,7 @@ namespace {
 using nlohmann::json;
 
 const std::vector<std::string> kDefaultPolicies = {
-    "kvcompress", "streamingllm", "h2o", "snapkv", "pyramidkv", "ada-snapkv", "random"};
+    "auto", "kvcompress", "streamingllm", "h2o", "snapkv", "pyramidkv", "ada-snapkv", "random"};
 
 struct EvalOptions {
   ModelOptions model;

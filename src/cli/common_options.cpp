@@ -58,13 +58,15 @@ void add_cache_options(CLI::App& app, CacheOptions& o) {
 
 void add_compression_options(CLI::App& app, CompressionOptions& o) {
   const char* group = "KV compression";
-  std::vector<std::string> names;
-  std::string policy_help = "KV-cache policy (every one frees real blocks):";
+  std::vector<std::string> names = {std::string(kAutoPolicy)};
+  std::string policy_help = fmt::format(
+      "KV-cache policy (every one frees real blocks):\n  {:<13} {}", kAutoPolicy,
+      "the recommended setting: kvcompress with --word-spans (docs/quality.md)");
   for (const PolicyInfo& p : policy_infos()) {
     names.emplace_back(p.name);
     policy_help += fmt::format("\n  {:<13} {}", p.name, p.description);
   }
-  app.add_option("--kv-policy", o.policy, policy_help + "\n(a budget flag alone means kvcompress)")
+  app.add_option("--kv-policy", o.policy, policy_help + "\n(a budget flag alone means auto)")
       ->check(CLI::IsMember(names))
       ->capture_default_str()
       ->group(group)
@@ -131,6 +133,10 @@ void add_policy_tuning_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(1, 1001))
       ->capture_default_str()
       ->group(group);
+  app.add_flag("--word-spans", o.word_spans,
+               "Score each whitespace-delimited word of the prompt by its best token, so a number "
+               "or identifier the observing queries point at is kept or evicted whole")
+      ->group(group);
   app.add_option("--streaming-sinks", o.streaming_sinks, "streamingllm and random: first tokens kept (attention sinks)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
@@ -155,6 +161,7 @@ CompressionConfig policy_tuning_config(const CompressionOptions& o) {
   c.planner.sink_tokens = o.sink_tokens;
   c.observation_buffer = o.observation_buffer;
   c.pool_kernel = o.pool_kernel;
+  c.word_spans = o.word_spans;
   c.streaming_sinks = o.streaming_sinks;
   c.random_seed = o.policy_seed;
   c.ada_safeguard = o.ada_safeguard;
@@ -164,11 +171,11 @@ CompressionConfig policy_tuning_config(const CompressionOptions& o) {
 
 CompressionConfig compression_config(const CompressionOptions& o) {
   CompressionConfig c = policy_tuning_config(o);
-  c.policy = parse_policy(o.policy);
+  set_policy(c, o.policy);
   const bool budget_given = o.compression_rate > 0 || o.fraction_kept > 0 || o.max_cache_tokens > 0;
   if (budget_given && c.policy == KvPolicy::kFull) {
     if (o.policy_given) fail("--kv-policy full keeps every KV: drop the budget or pick a policy");
-    c.policy = KvPolicy::kKvCompress;  // a budget alone means the paper's method
+    set_policy(c, kAutoPolicy);  // a budget alone means the recommended setting
   }
   if (o.compression_rate > 0) {
     c.budget = CacheBudget{CacheBudget::kCompressionRate, o.compression_rate, o.min_cache};

@@ -46,6 +46,7 @@ struct CompressionOptions {
   bool full_observation = false;
   int32_t observation_buffer = 10;
   int32_t pool_kernel = 7;
+  bool word_spans = false;
   bool no_continual = false;
   int32_t interval = 0;
   int32_t streaming_sinks = 4;

@@ -95,14 +95,32 @@ std::string describe(const CompressionConfig& c) {
   }
   const bool charged = c.charge_repeated_kvs &&
                        (c.policy == KvPolicy::kSnapKv || c.policy == KvPolicy::kPyramidKv);
-  return fmt::format("{}{} {} {}, {}, protected window {}, sinks {}", info.name,
+  return fmt::format("{}{} {} {}{}, {}, protected window {}, sinks {}", info.name,
                      charged ? fmt::format(" (charged x{})", c.group_size) : "",
                      c.metric == MetricAccumulation::kSquared ? "L2" : "L1",
                      c.full_observation ? "full observation"
                                         : fmt::format("window {} pool {}", c.observation_window,
                                                       c.pool_kernel),
-                     describe(c.budget), c.planner.protected_window, c.planner.sink_tokens);
+                     c.word_spans ? " word spans" : "", describe(c.budget),
+                     c.planner.protected_window, c.planner.sink_tokens);
 }
+
+void set_policy(CompressionConfig& config, std::string_view name) {
+  if (name == kAutoPolicy) {
+    config.policy = KvPolicy::kKvCompress;
+    config.word_spans = true;
+    return;
+  }
+  for (const PolicyInfo& p : policy_infos()) {
+    if (p.name == name) {
+      config.policy = p.policy;
+      return;
+    }
+  }
+  fail("unknown KV policy '{}' (valid: {})", name, policy_names_with_auto());
+}
+
+std::string policy_names_with_auto() { return fmt::format("{}, {}", kAutoPolicy, policy_names()); }
 
 CompressionResult compress_sequence(PagedKvCache& cache, SequenceId seq, int64_t prompt_len,
                                     const CompressionConfig& config, int64_t max_blocks) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "compress/baseline_planners.h"
 #include "compress/budget.h"
@@ -25,6 +26,10 @@ struct CompressionConfig {
   bool full_observation = false;   // KVC-full: every query observes KVs >= buffer older
   int32_t observation_buffer = 10;
   int32_t pool_kernel = 7;         // max-pool of the window metric (1: none); full: none
+  // Word spans: every prompt token scores the best pooled score of the whitespace-delimited
+  // span it belongs to (a number, an identifier, a word split into pieces), so a span the
+  // observing queries point at is kept or evicted whole (docs/design.md §2).
+  bool word_spans = false;
   bool continual = true;           // compress when a decode step would run out of blocks
   int32_t interval = 0;            // also compress every `interval` decode steps (0: never)
   // Baselines (compress/baseline_planners.h):
@@ -53,6 +58,16 @@ void validate_compression_config(const CompressionConfig& config);
 void apply_policy_defaults(CompressionConfig& config);
 
 std::string describe(const CompressionConfig& config);
+
+// `--kv-policy auto` (and `kv_policy: "auto"`), the recommended setting, and what a budget
+// without a policy name runs: KV-Compress with word spans. Chosen by measurement
+// (docs/quality.md, "The recommended setting"); `kvcompress` stays the paper's method as published.
+inline constexpr std::string_view kAutoPolicy = "auto";
+// Sets config.policy from a policy name or "auto" (which also sets word_spans). Throws
+// kvc::Error listing the valid names.
+void set_policy(CompressionConfig& config, std::string_view name);
+// "auto, full, kvcompress, ..." (help texts and errors).
+std::string policy_names_with_auto();
 
 struct CompressionResult {
   int64_t blocks_before = 0;

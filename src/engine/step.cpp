@@ -7,6 +7,7 @@
 #include "compress/prefill_metrics.h"
 #include "engine/engine.h"
 #include "engine/sequence.h"
+#include "engine/word_spans.h"
 #include "util/error.h"
 #include "util/timing.h"
 
@@ -203,8 +204,13 @@ void Engine::post_prefill(Sequence& s) {
       KVC_ASSERT(observation.size() >= (s.policy_observer + 1) * per_observer);
       const ObservationScores scores{observation.data() + s.policy_observer * per_observer,
                                      mc.n_layer, mc.n_head, s.prompt_len};
+      std::vector<int32_t> spans;
+      if (s.compression.word_spans) {
+        spans = prompt_word_spans(model_.tokenizer(),
+                           s.parent >= 0 ? held_.at(s.parent)->request.prompt : s.request.prompt);
+      }
       write_prefill_metrics(cache_, s.cache_seq, scores, s.compression.group_size,
-                            s.compression.full_observation ? 1 : s.compression.pool_kernel);
+                            s.compression.full_observation ? 1 : s.compression.pool_kernel, spans);
     }
     compress(s, INT64_MAX, false);
   }

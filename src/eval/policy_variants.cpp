@@ -16,6 +16,7 @@ constexpr VariantName kAblations[] = {
     {"kvcompress-l1", "KV-Compress with the L1 metric (sum of attention) instead of L2"},
     {"kvcompress-w32", "KV-Compress observing with the last 32 prompt queries instead of 8"},
     {"kvcompress-full", "KV-Compress with full observation (every query, KVs >= 10 older)"},
+    {"kvcompress-words", "KV-Compress scoring each whitespace-delimited word by its best token"},
 };
 
 }  // namespace
@@ -30,7 +31,7 @@ PolicyVariant make_policy_variant(std::string_view name, const CompressionConfig
     fail("unknown policy '{}'; valid: {}", name, policy_variant_names());
   }
   try {
-    v.config.policy = parse_policy(policy);
+    set_policy(v.config, policy);
   } catch (const Error&) {
     fail("unknown policy '{}'; valid: {}", name, policy_variant_names());
   }
@@ -39,13 +40,14 @@ PolicyVariant make_policy_variant(std::string_view name, const CompressionConfig
   if (name == "kvcompress-l1") v.config.metric = MetricAccumulation::kAbsolute;
   if (name == "kvcompress-w32") v.config.observation_window = 32;
   if (name == "kvcompress-full") v.config.full_observation = true;
+  if (name == "kvcompress-words") v.config.word_spans = true;
   apply_policy_defaults(v.config);
   validate_compression_config(v.config);
   return v;
 }
 
 std::string policy_variant_names() {
-  std::string names = policy_names();
+  std::string names = policy_names_with_auto();
   for (const VariantName& a : kAblations) names += fmt::format(", {}", a.name);
   return names;
 }

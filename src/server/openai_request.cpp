@@ -142,7 +142,8 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
   if (const json* policy = field(body, "kv_policy")) {
     if (!policy->is_string()) bad("kv_policy", "'kv_policy' must be a string");
     try {
-      c.policy = parse_policy(policy->get<std::string>());
+      c.word_spans = false;  // a named policy runs as named; "auto" sets its own settings
+      set_policy(c, policy->get<std::string>());
     } catch (const Error& e) {
       bad("kv_policy", e.what());
     }
@@ -174,7 +175,7 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     if (field(body, "kv_policy") != nullptr) {
       bad("kv_policy", "a budget needs a compressing 'kv_policy', not full");
     }
-    c.policy = KvPolicy::kKvCompress;  // a budget without a policy: the paper's method
+    set_policy(c, kAutoPolicy);  // a budget without a policy: the recommended setting
     c.metric = MetricAccumulation::kSquared;
     c.full_observation = false;
   }
