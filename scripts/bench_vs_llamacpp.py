@@ -2,11 +2,12 @@
 scripts/bench_vs_llamacpp.sh, which builds the llama.cpp tools first.
 
 Cases (tokens/s, higher is better):
-  ppN       prefill of N tokens (llama-bench -p N -n 0; kvc bench --prompt-tokens N). The
-            8,192-token row runs kvc with 8,191 prompt tokens plus one generated token, the
-            most SmolLM2's 8,192-token context holds.
+  ppN       prefill of N tokens (llama-bench -p N -n 0; kvc bench --prompt-tokens N). A row
+            at the model's whole context (pp8192 on SmolLM2) runs kvc with 2 tokens fewer plus
+            one generated token: kvc bench keeps one position spare.
   tg@D      64 decode steps after D tokens of context (llama-bench -p 0 -n 64 -d D;
-            kvc bench --prompt-tokens D --gen-tokens 64, one prompt token for D = 0).
+            kvc bench --prompt-tokens D --gen-tokens 64, one prompt token for D = 0). tg@8127
+            is the deepest 64 steps SmolLM2's 8,192-token context holds.
   batchN    N sequences of 512 prompt tokens decoding 64 tokens side by side: decode tokens/s
             of all sequences (llama-batched-bench -npp 512 -ntg 64 -npl N, S_TG;
             kvc bench --serving, decode_only_tokens_per_second).
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-ALL_CASES = "pp512,pp2048,pp8192,tg@0,tg@2048,tg@8128,batch4,batch16"
+ALL_CASES = "pp512,pp2048,pp8192,tg@0,tg@2048,tg@8127,batch4,batch16"
 GEN = 64
 BATCH_PROMPT = 512
 
@@ -43,7 +44,7 @@ def kvc_case(args, case: str) -> tuple[float, float]:
     base = [args.kvc, "bench", "-m", args.model, "-t", str(args.threads), "--json"]
     if case.startswith("pp"):
         n = int(case[2:])
-        prompt, gen = (n - 1, 1) if n >= args.n_ctx else (n, 1)
+        prompt, gen = (n - 2, 1) if n + 2 > args.n_ctx else (n, 1)
         out, rss = run(base + ["--prompt-tokens", str(prompt), "--gen-tokens", str(gen),
                                "--repeat", "1", "-b", "512"])
         return json.loads(out.splitlines()[-1])["prefill_tokens_per_second"], rss
@@ -108,13 +109,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cases", default=ALL_CASES)
     ap.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
+    ap.add_argument("--save", metavar="FILE", help="also write the JSON rows to FILE")
     args = ap.parse_args()
     info = kvc_info(args)
     args.n_ctx = int(info["context_length"])
     args.kv_bytes_per_token = int(info["kv_bytes_per_token_f16"])
     cases = [c for c in args.cases.split(",") if c]
     for c in cases:
-        if c.startswith("pp") and int(c[2:]) > args.n_ctx or c.startswith("tg@") and int(c[3:]) + GEN > args.n_ctx:
+        if c.startswith("pp") and int(c[2:]) > args.n_ctx or c.startswith("tg@") and int(c[3:]) + GEN + 1 > args.n_ctx:
             sys.exit(f"{c} does not fit the model's context of {args.n_ctx} tokens")
 
     results = {c: {"kvc": [], "llama": [], "fa": [], "kvc_rss": [], "llama_rss": []} for c in cases}
@@ -149,6 +151,10 @@ def main() -> None:
                      "llama_cpp_runs": [round(x, 2) for x in res["llama"]]})
     header = {"cpu": cpu_model(), "kvc_kernels": info.get("cpu_kernels"), "threads": args.threads,
               "model": os.path.basename(args.model), "llama_cpp": f"llama-cpp-python 0.3.36 sdist, {args.llama_flags}"}
+    if args.save:
+        with open(args.save, "w") as f:
+            for row in rows:
+                f.write(json.dumps({**header, **row}) + "\n")
     if args.json:
         for row in rows:
             print(json.dumps({**header, **row}))

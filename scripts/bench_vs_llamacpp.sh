@@ -4,8 +4,8 @@
 # --json, one JSON object per row). llama.cpp is built once from the source distribution of
 # PyPI llama-cpp-python==0.3.36 into .cache/ (ignored by git; ~10 minutes on 2 cores).
 #
-# Usage: scripts/bench_vs_llamacpp.sh [--json] [--rounds 3] [--threads 2] [--model FILE]
-#            [--cases pp512,pp2048,pp8192,tg@0,tg@2048,tg@8128,batch4,batch16]
+# Usage: scripts/bench_vs_llamacpp.sh [--json] [--save FILE.jsonl] [--rounds 3] [--threads 2] [--model FILE]
+#            [--cases pp512,pp2048,pp8192,tg@0,tg@2048,tg@8127,batch4,batch16]
 #   KVC_BIN picks another kvc binary (default build/release/kvc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
