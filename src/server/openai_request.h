@@ -2,9 +2,10 @@
 // plain CompletionJob. Every field is checked for type and range here, at the edge; a bad one
 // throws ApiError(400) naming it. Compression is chosen per request with JSON extensions
 // (defaults: the server's --kv-policy and budget flags):
-//   "kv_policy"          "full", "kvcompress", "snapkv", ... (kvc serve --help lists them)
+//   "kv_policy"          "auto", "full", "kvcompress", "snapkv", ... (kvc serve --help lists
+//                        them; a named policy runs as named, word spans only with "auto")
 //   "max_cache_tokens"   budget C: mean KVs kept per (layer, KV head); without kv_policy
-//                        (and a server default of full) it means kvcompress
+//                        (and a server default of full) it means auto
 //   "compression_rate"   budget as a rate (the paper's mapping to C)
 //   "protected_window"   most recent tokens never evicted
 //   "compress_once"      compress after prefill only (never under memory pressure or on an

@@ -137,15 +137,19 @@ class OpenAIClientTest(unittest.TestCase):
         self.assertEqual(c.choices[0].message.role, "assistant")
         kv = c.model_extra["kv_compression"]
         self.assertTrue(kv["policy"].startswith("kvcompress"))
+        self.assertNotIn("word spans", kv["policy"])  # the paper's method, as named
         self.assertGreaterEqual(kv["compressions"], 1)
         self.assertEqual(len(kv["retained_per_layer_head"]), 30)
         self.assertEqual(len(kv["retained_per_layer_head"][0]), 3)
-        # A budget without a policy means the paper's method; with policy full it is an error.
-        c = self.server.client().completions.create(
-            model=self.model(), prompt="word " * 200, max_tokens=4, temperature=0,
-            extra_body={"max_cache_tokens": 32})
-        self.assertTrue(c.model_extra["kv_compression"]["policy"].startswith("kvcompress"))
-        self.assertLess(c.model_extra["kv_compression"]["kvs_kept"], 90 * 100)
+        # A budget without a policy means "auto" (kvcompress with word spans), as does
+        # kv_policy "auto"; with policy full it is an error.
+        for extra in ({"max_cache_tokens": 32}, {"kv_policy": "auto", "max_cache_tokens": 32}):
+            c = self.server.client().completions.create(
+                model=self.model(), prompt="word " * 200, max_tokens=4, temperature=0,
+                extra_body=extra)
+            policy = c.model_extra["kv_compression"]["policy"]
+            self.assertTrue(policy.startswith("kvcompress") and "word spans" in policy, policy)
+            self.assertLess(c.model_extra["kv_compression"]["kvs_kept"], 90 * 100)
         with self.assertRaises(openai.BadRequestError):
             self.server.client().completions.create(
                 model=self.model(), prompt="x", max_tokens=2,
