@@ -17,6 +17,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
+#include "kernel_set_cases.h"
 #include "quant_test_data.h"
 
 namespace kvc {
@@ -24,33 +25,7 @@ namespace {
 
 using namespace kvc::test_support;
 
-struct KernelSetCase {
-  const cpu::RowKernelSet* set;
-  KernelIsa needs;  // what the CPU must run for this build of the set
-};
-
-// The *_emulated sets are the AVX-512 sources compiled against SIMDe (AVX2 code), so every
-// AVX2 machine checks the AVX-512 logic; the native sets run where the CPU has AVX-512.
-const KernelSetCase kKernelSets[] = {
-    {&avx2::kRowKernels, KernelIsa::kAvx2},
-    {&avx512::kRowKernels, KernelIsa::kAvx512},
-    {&avx512_vnni::kRowKernels, KernelIsa::kAvx512Vnni},
-    {&avx512_emulated::kRowKernels, KernelIsa::kAvx2},
-    {&avx512_vnni_emulated::kRowKernels, KernelIsa::kAvx2},
-};
-
-void PrintTo(const KernelSetCase& c, std::ostream* os) { *os << c.set->name; }
-
-class KernelSetTest : public ::testing::TestWithParam<KernelSetCase> {
- protected:
-  void SetUp() override {
-    if (cpu_best_kernel_isa() < GetParam().needs) {
-      GTEST_SKIP() << GetParam().set->name << " needs " << kernel_isa_name(GetParam().needs)
-                   << "; this CPU runs " << kernel_isa_name(cpu_best_kernel_isa());
-    }
-  }
-  const cpu::RowKernelSet& set() const { return *GetParam().set; }
-};
+using KernelSetTest = KernelSetFixture;
 
 TEST_P(KernelSetTest, HasKernelsForEveryWeightAndDotType) {
   for (TensorType type : kWeightTypes) {
@@ -173,11 +148,7 @@ TEST_P(KernelSetTest, VecDotExtremeQuantsExact) {
 }
 
 INSTANTIATE_TEST_SUITE_P(X86, KernelSetTest, ::testing::ValuesIn(kKernelSets),
-                         [](const ::testing::TestParamInfo<KernelSetCase>& info) {
-                           std::string name = info.param.set->name;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         kernel_set_test_name);
 
 // The AVX2 and AVX-512 legacy-block kernels add the same products in the same order (even
 // blocks in one chain, odd in another; see vec_dot_avx2.cpp), so they agree to the bit, and a

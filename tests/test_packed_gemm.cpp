@@ -9,13 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "kernels/block_layouts.h"
-#include "kernels/cpu/quant_avx2.h"
-#include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
 #include "kernels/packed_weights.h"
 #include "kernels/quant.h"
+#include "kernel_set_cases.h"
 #include "quant_test_data.h"
 #include "util/fp16.h"
 
@@ -180,34 +178,13 @@ TEST(PackedGemm, ReferenceKernelIsExactArithmetic) {
   }
 }
 
-struct KernelSetCase {
-  const cpu::RowKernelSet* set;
-  KernelIsa needs;
-};
-const KernelSetCase kKernelSets[] = {
-    {&avx2::kRowKernels, KernelIsa::kAvx2},
-    {&avx512::kRowKernels, KernelIsa::kAvx512},
-    {&avx512_vnni::kRowKernels, KernelIsa::kAvx512Vnni},
-    {&avx512_emulated::kRowKernels, KernelIsa::kAvx2},
-    {&avx512_vnni_emulated::kRowKernels, KernelIsa::kAvx2},
-};
-void PrintTo(const KernelSetCase& c, std::ostream* os) { *os << c.set->name; }
-
-class PackedKernelSetTest : public ::testing::TestWithParam<KernelSetCase> {
- protected:
-  void SetUp() override {
-    if (cpu_best_kernel_isa() < GetParam().needs) {
-      GTEST_SKIP() << GetParam().set->name << " needs " << kernel_isa_name(GetParam().needs)
-                   << "; this CPU runs " << kernel_isa_name(cpu_best_kernel_isa());
-    }
-  }
-};
+using PackedKernelSetTest = KernelSetFixture;
 
 TEST_P(PackedKernelSetTest, MatchesReferenceBitForBit) {
   std::mt19937 rng(17);
   for (TensorType type : kPackedTypes) {
     const cpu::PackedFormat format = *packed_format(type);
-    const cpu::PackedGemmFn kernel = GetParam().set->packed_gemm(format);
+    const cpu::PackedGemmFn kernel = set().packed_gemm(format);
     ASSERT_NE(kernel, nullptr);
     for (const Shape& sh : kShapes) {
       for (int fill = -1; fill < 3; ++fill) {  // random quants, then 0x00, 0xFF, 0x80 everywhere
@@ -237,11 +214,7 @@ TEST_P(PackedKernelSetTest, MatchesReferenceBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sets, PackedKernelSetTest, ::testing::ValuesIn(kKernelSets),
-                         [](const auto& info) {
-                           std::string name = info.param.set->name;
-                           for (char& c : name) c = c == '-' ? '_' : c;
-                           return name;
-                         });
+                         kernel_set_test_name);
 
 // matmul() on a packed matrix: the row-at-a-time path's result up to float rounding (both
 // quantize the activations the same way), the same bits for a token however many tokens one

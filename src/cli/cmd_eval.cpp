@@ -13,13 +13,13 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/common_options.h"
 #include "eval/evaluator.h"
 #include "eval/texts.h"
 #include "util/error.h"
+#include "util/files.h"
 
 namespace kvc::cli {
 namespace {
@@ -178,11 +178,7 @@ void run(EvalOptions o) {
   if (!o.tasks_file.empty()) user_tasks = eval::load_tasks_file(o.tasks_file);
   eval::TextSources texts;
   if (!o.fidelity_file.empty()) {
-    std::ifstream in(o.fidelity_file, std::ios::binary);
-    if (!in) fail("cannot open fidelity text '{}'", o.fidelity_file);
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    texts.fidelity_text = buffer.str();
+    texts.fidelity_text = read_whole_file(o.fidelity_file, "fidelity text");
     texts.fidelity_source = o.fidelity_file;
     if (texts.fidelity_text.find_first_not_of(" \t\r\n") == std::string::npos) {
       fail("fidelity text '{}' is empty", o.fidelity_file);

@@ -111,13 +111,11 @@ void set_policy(CompressionConfig& config, std::string_view name) {
     config.word_spans = true;
     return;
   }
-  for (const PolicyInfo& p : policy_infos()) {
-    if (p.name == name) {
-      config.policy = p.policy;
-      return;
-    }
+  try {
+    config.policy = parse_policy(name);
+  } catch (const Error&) {
+    fail("unknown KV policy '{}' (valid: {})", name, policy_names_with_auto());
   }
-  fail("unknown KV policy '{}' (valid: {})", name, policy_names_with_auto());
 }
 
 std::string policy_names_with_auto() { return fmt::format("{}, {}", kAutoPolicy, policy_names()); }

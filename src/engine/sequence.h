@@ -43,6 +43,7 @@ struct Engine::Sequence {
   std::vector<ObservationOptions> observers;
   int32_t policy_observer = -1;
   std::vector<float> observation;  // [observers, n_layer, n_head, prompt_len]
+  std::vector<int32_t> word_spans;  // [prompt_len] span starts, once a word-span policy asked
 
   bool cancel_requested = false;
   FinishReason finish = FinishReason::kMaxTokens;

@@ -204,13 +204,16 @@ void Engine::post_prefill(Sequence& s) {
       KVC_ASSERT(observation.size() >= (s.policy_observer + 1) * per_observer);
       const ObservationScores scores{observation.data() + s.policy_observer * per_observer,
                                      mc.n_layer, mc.n_head, s.prompt_len};
-      std::vector<int32_t> spans;
-      if (s.compression.word_spans) {
-        spans = prompt_word_spans(model_.tokenizer(),
-                           s.parent >= 0 ? held_.at(s.parent)->request.prompt : s.request.prompt);
+      // Word spans are a property of the prompt: computed once, by the sequence that owns it
+      // (a fork reads its parent's, as it reads the parent's observation).
+      Sequence& owner = s.parent >= 0 ? *held_.at(s.parent) : s;
+      if (s.compression.word_spans && owner.word_spans.empty()) {
+        owner.word_spans = prompt_word_spans(model_.tokenizer(), owner.request.prompt);
       }
-      write_prefill_metrics(cache_, s.cache_seq, scores, s.compression.group_size,
-                            s.compression.full_observation ? 1 : s.compression.pool_kernel, spans);
+      write_prefill_metrics(
+          cache_, s.cache_seq, scores, s.compression.group_size,
+          s.compression.full_observation ? 1 : s.compression.pool_kernel,
+          s.compression.word_spans ? std::span<const int32_t>(owner.word_spans) : std::span<const int32_t>());
     }
     compress(s, INT64_MAX, false);
   }

@@ -83,17 +83,17 @@ LogitComparison compare_logits(std::span<const float> reference, std::span<const
 
 namespace {
 
-// A window of the user's fidelity text: starts spread over the text by the golden ratio (per
-// sample and seed), so samples differ whenever the text is longer than one window.
-std::vector<int32_t> user_fidelity_tokens(const Model& model, const TextSources& texts, int32_t want,
-                                          int32_t sample, uint64_t seed) {
-  const Tokenizer& tok = model.tokenizer();
-  const std::vector<int32_t> ids = tok.encode(texts.fidelity_text, false);
+// A window of the user's fidelity text (its tokens `ids`, without BOS): starts spread over the
+// text by the golden ratio (per sample and seed), so samples differ whenever the text is longer
+// than one window.
+std::vector<int32_t> user_fidelity_window(const Tokenizer& tok, std::span<const int32_t> ids,
+                                          const std::string& source, int32_t want, int32_t sample,
+                                          uint64_t seed) {
   const int32_t bos = tok.add_bos() ? 1 : 0;
   const auto have = static_cast<int64_t>(ids.size());
   if (have + bos < want) {
-    fail("fidelity text '{}' has {} tokens; a context plus continuation needs {}",
-         texts.fidelity_source, have, want - bos);
+    fail("fidelity text '{}' has {} tokens; a context plus continuation needs {}", source, have,
+         want - bos);
   }
   const int64_t room = have + bos - want + 1;  // possible starts
   const double frac = std::fmod(0.6180339887 * sample + 0.137 * static_cast<double>(seed % 1000), 1.0);
@@ -111,7 +111,9 @@ std::vector<int32_t> fidelity_tokens(const Model& model, const TextSources& text
                                      int32_t context, int32_t continuation, int32_t sample,
                                      uint64_t seed) {
   if (!texts.fidelity_text.empty()) {
-    return user_fidelity_tokens(model, texts, context + continuation + 1, sample, seed);
+    const Tokenizer& tok = model.tokenizer();
+    return user_fidelity_window(tok, tok.encode(texts.fidelity_text, false), texts.fidelity_source,
+                                context + continuation + 1, sample, seed);
   }
   if (texts.austen.empty()) fail("fidelity needs the Austen novels (r-cran-janeaustenr)");
   const std::string& novel = texts.austen[static_cast<size_t>(sample) % texts.austen.size()];
@@ -185,11 +187,14 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   validate(model, settings);
   const Tokenizer& tok = model.tokenizer();
   const ModelConfig& mc = model.config();
+  // The user's fidelity text, tokenized once for every sample and checked before anything runs.
+  std::vector<int32_t> user_text;
   if (!texts.fidelity_text.empty() && settings.fidelity_samples > 0 &&
       !settings.fidelity_lengths.empty()) {
+    user_text = tok.encode(texts.fidelity_text, false);
     const int32_t longest =
         *std::max_element(settings.fidelity_lengths.begin(), settings.fidelity_lengths.end());
-    const size_t have = tok.encode(texts.fidelity_text, false).size() + (tok.add_bos() ? 1 : 0);
+    const size_t have = user_text.size() + (tok.add_bos() ? 1 : 0);
     const auto need = static_cast<size_t>(longest + settings.continuation + 1);
     if (have < need) {
       fail("fidelity text '{}' has {} tokens; --fidelity-lengths {} with --continuation {} needs {}",
@@ -357,7 +362,10 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   for (int32_t length : settings.fidelity_lengths) {
     for (int32_t i = 0; i < settings.fidelity_samples; ++i) {
       const std::vector<int32_t> tokens =
-          fidelity_tokens(model, texts, length, settings.continuation, i, settings.seed);
+          user_text.empty()
+              ? fidelity_tokens(model, texts, length, settings.continuation, i, settings.seed)
+              : user_fidelity_window(tok, user_text, texts.fidelity_source,
+                                     length + settings.continuation + 1, i, settings.seed);
       const std::vector<int32_t> context(tokens.begin(), tokens.begin() + length);
       const std::vector<int32_t> forced(tokens.begin() + length,
                                         tokens.begin() + length + settings.continuation);

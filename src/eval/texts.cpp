@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <limits>
 
 #include "util/error.h"
+#include "util/files.h"
 
 namespace kvc::eval {
 namespace {
@@ -24,11 +24,7 @@ std::string read_file(const std::string& path, const char* package) {
     fail("{}: file not found; install the Debian package {} (scripts/setup.sh does)", path,
          package);
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open for reading", path);
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail("{}: read error", path);
-  return data;
+  return read_whole_file(path, "text");
 }
 
 uint32_t read_be_u32(const uint8_t* p) {

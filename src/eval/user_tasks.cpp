@@ -1,12 +1,12 @@
 #include "eval/user_tasks.h"
 
 #include <algorithm>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "eval/tasks.h"
 #include "util/error.h"
+#include "util/files.h"
 
 namespace kvc::eval {
 namespace {
@@ -134,11 +134,7 @@ std::vector<UserTask> parse_tasks(std::string_view text, const std::string& sour
 }
 
 std::vector<UserTask> load_tasks_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open tasks file '{}'", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return parse_tasks(buffer.str(), path);
+  return parse_tasks(read_whole_file(path, "tasks file"), path);
 }
 
 double score_answer(AnswerMetric metric, std::string_view prediction,

@@ -92,25 +92,17 @@ void gemm_group(const PackedGemmArgs& a) {
   }
 }
 
+// One instance per token count, so each keeps its accumulators in registers.
 template <PackedFormat F>
 void gemm(const PackedGemmArgs& a) {
-  switch (a.n_tokens) {
-    case 1: return gemm_group<F, 1>(a);
-    case 2: return gemm_group<F, 2>(a);
-    case 3: return gemm_group<F, 3>(a);
-    default: return gemm_group<F, 4>(a);
-  }
+  static constexpr void (*kByTokens[])(const PackedGemmArgs&) = {
+      gemm_group<F, 1>, gemm_group<F, 2>, gemm_group<F, 3>, gemm_group<F, 4>};
+  static_assert(sizeof(kByTokens) / sizeof(kByTokens[0]) == packed::kMaxTokens);
+  kByTokens[a.n_tokens - 1](a);
 }
 
 }  // namespace
 
-cpu::PackedGemmFn packed_gemm_kernel(cpu::PackedFormat format) {
-  switch (format) {
-    case PackedFormat::kQ4_0: return gemm<PackedFormat::kQ4_0>;
-    case PackedFormat::kQ4_1: return gemm<PackedFormat::kQ4_1>;
-    case PackedFormat::kQ8_0: return gemm<PackedFormat::kQ8_0>;
-  }
-  return nullptr;
-}
+#include "kernels/packed_gemm_dispatch.h"  // NOLINT(build/include): inside the namespace
 
 }  // namespace kvc::avx2

@@ -47,13 +47,6 @@ void gemm(const PackedGemmArgs& a) {
 
 }  // namespace
 
-cpu::PackedGemmFn packed_gemm_kernel(cpu::PackedFormat format) {
-  switch (format) {
-    case PackedFormat::kQ4_0: return gemm<PackedFormat::kQ4_0>;
-    case PackedFormat::kQ4_1: return gemm<PackedFormat::kQ4_1>;
-    case PackedFormat::kQ8_0: return gemm<PackedFormat::kQ8_0>;
-  }
-  return nullptr;
-}
+#include "kernels/packed_gemm_dispatch.h"  // NOLINT(build/include): inside the namespace
 
 }  // namespace kvc::reference
