@@ -258,6 +258,83 @@ TEST_F(EngineTest, UnderPressureCompressionComesBeforePreemption) {
   EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
 }
 
+// Compression during prefill (docs/design.md §5): a prompt longer than the whole pool runs
+// when its budget plus one chunk fits, and never owns more than that.
+TEST_F(EngineTest, CompressionDuringPrefillRunsPromptsLongerThanThePool) {
+  const int32_t n = 1850, chunk = 256, bs = 16;
+  // Uncompressed the prompt needs 116 blocks per row; the pool has 40.
+  Engine engine(*model_, config(rows() * 40));
+  Request once = greedy(prompt_of(n, 0), 16);
+  once.compression.policy = KvPolicy::kKvCompress;
+  once.compression.word_spans = true;
+  once.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 0};
+  EXPECT_THROW(engine.submit(once), Error);
+
+  Request by_tokens = once;
+  by_tokens.compression.compress_chunk = chunk;
+  // A compression rate applies to the tokens so far: C ends at floor((1850/8 - 1)/16)*16 = 224.
+  Request by_rate = greedy(prompt_of(n, 2), 16);
+  by_rate.compression.policy = KvPolicy::kSnapKv;
+  by_rate.compression.metric = MetricAccumulation::kAbsolute;
+  by_rate.compression.budget = CacheBudget{CacheBudget::kCompressionRate, 8.0, 64};
+  by_rate.compression.compress_chunk = chunk;
+  // Peaks: (128/16 + 256/16) = 24 and (224/16 + 16) = 30 blocks per row: one at a time.
+  const std::vector<RequestResult> got = serve(engine, {by_tokens, by_rate});
+  const size_t block_bytes = engine.cache().pool().block_bytes();
+  const int64_t peaks[] = {24, 30};
+  for (size_t i = 0; i < got.size(); ++i) {
+    const RequestResult& r = got[i];
+    EXPECT_EQ(r.finish, FinishReason::kMaxTokens) << i;
+    EXPECT_EQ(r.tokens.size(), 16u) << i;
+    EXPECT_EQ(r.stats.compressions, (n + chunk - 1) / chunk) << i;  // one per chunk
+    EXPECT_LE(r.stats.kv_bytes_peak, static_cast<size_t>(rows() * peaks[i]) * block_bytes) << i;
+    EXPECT_EQ(r.stats.prefill_compression.kvs_before, static_cast<int64_t>(rows()) * n) << i;
+  }
+  // KV-Compress ends at its budget: within one block per row of C = 128 over all rows.
+  EXPECT_LE(got[0].stats.kv_retained, static_cast<int64_t>(rows()) * (128 + 16 + bs));
+  EXPECT_GE(got[0].stats.kv_retained, static_cast<int64_t>(rows()) * (128 - 16));
+  const EngineMetrics m = engine.metrics();
+  EXPECT_LE(m.peak_blocks_used, rows() * 40);
+  EXPECT_EQ(m.preemptions, 0);
+  EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
+  engine.cache().check_invariants();
+}
+
+// Chunk boundaries move the observing window and run compression passes between chunks; with a
+// budget that keeps every KV no pass evicts, so the tokens are exactly the full cache's.
+TEST_F(EngineTest, CompressionDuringPrefillThatEvictsNothingChangesNoToken) {
+  Engine engine(*model_, config());
+  const Request full = greedy(prompt_of(700, 2), 24);
+  Request chunked = full;
+  chunked.compression.policy = KvPolicy::kKvCompress;
+  chunked.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 0};
+  chunked.compression.compress_chunk = 100;
+  const std::vector<RequestResult> got = serve(engine, {full, chunked});
+  EXPECT_EQ(got[1].tokens, got[0].tokens);
+  EXPECT_EQ(got[1].stats.compressions, 7);
+  EXPECT_EQ(got[1].stats.kv_retained, got[0].stats.kv_retained);
+}
+
+TEST_F(EngineTest, CompressionDuringPrefillRejectsWhatItCannotRun) {
+  Engine engine(*model_, config(rows() * 20));
+  Request r = greedy(prompt_of(900, 0), 4);
+  r.compression.policy = KvPolicy::kKvCompress;
+  r.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 64.0, 0};
+  r.compression.compress_chunk = 4;  // shorter than the observation window (8)
+  EXPECT_THROW(engine.submit(r), Error);
+  r.compression.compress_chunk = 256;
+  r.compression.budget = CacheBudget{CacheBudget::kFractionKept, 0.1, 0};
+  EXPECT_THROW(engine.submit(r), Error);
+  r.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 0};
+  EXPECT_THROW(engine.submit(r), Error);  // 8 + 16 blocks per row > the pool's 20
+  r.compression.compress_chunk = 128;     // 8 + 8 fit
+  Request held = r;
+  held.hold = true;  // a held sequence is forked from; its prefill must not depend on a policy
+  EXPECT_THROW(engine.submit(held), Error);
+  const std::vector<RequestResult> out = serve(engine, {r});
+  EXPECT_EQ(out[0].tokens.size(), 4u);
+}
+
 TEST_F(EngineTest, CancelledRequestsFreeTheirBlocks) {
   Engine engine(*model_, config());
   Request r = greedy(prompt_of(100, 1), 100);

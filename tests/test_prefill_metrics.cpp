@@ -16,15 +16,84 @@
 namespace kvc {
 namespace {
 
+// One layer, one KV head, group 1: a row holding `positions` (in slot order) with raw scores
+// `raw` (slot-indexed); returns the metric of every slot after write_prefill_metrics.
+std::vector<float> row_metric(const std::vector<int32_t>& positions, const std::vector<float>& raw,
+                              int32_t kernel, std::span<const int32_t> spans = {},
+                              MetricMerge merge = MetricMerge::kMax,
+                              const std::vector<float>& before = {}) {
+  const auto n = static_cast<int32_t>(positions.size());
+  const int32_t bs = 4;
+  PagedKvCache cache(KvCacheConfig{1, 1, 8, bs, 16, KvStorageType::kF32, true});
+  const SequenceId seq = cache.add_sequence();
+  std::vector<float> kv(static_cast<size_t>(n) * 8, 0.5f);
+  cache.append(seq, 0, 0, kv.data(), 8, kv.data(), 8, positions.data(), n);
+  const HeadRow& row = cache.row(seq, 0, 0);
+  const auto at = [&](int32_t s) -> float& {
+    return cache.pool().metric()[row.blocks[s / bs] * bs + s % bs];
+  };
+  for (int32_t s = 0; s < static_cast<int32_t>(before.size()); ++s) at(s) = before[s];
+  const ObservationScores scores{raw.data(), 1, 1, static_cast<int64_t>(raw.size())};
+  write_prefill_metrics(cache, seq, scores, 1, kernel, spans, merge);
+  std::vector<float> out(static_cast<size_t>(n));
+  for (int32_t s = 0; s < n; ++s) out[s] = at(s);
+  return out;
+}
+
 TEST(PrefillMetrics, MaxPoolIsSamePaddedStrideOne) {
   const std::vector<float> in = {0, 5, 1, 0, 0, 0, 0, 9, 0, 2};
-  std::vector<float> out(in.size());
-  max_pool_1d(in.data(), out.data(), 10, 3);
-  EXPECT_EQ(out, (std::vector<float>{5, 5, 5, 1, 0, 0, 9, 9, 9, 2}));
-  max_pool_1d(in.data(), out.data(), 10, 7);
-  EXPECT_EQ(out, (std::vector<float>{5, 5, 5, 5, 9, 9, 9, 9, 9, 9}));
-  max_pool_1d(in.data(), out.data(), 10, 1);
-  EXPECT_EQ(out, in);
+  std::vector<int32_t> pos(in.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+  EXPECT_EQ(row_metric(pos, in, 3), (std::vector<float>{5, 5, 5, 1, 0, 0, 9, 9, 9, 2}));
+  EXPECT_EQ(row_metric(pos, in, 7), (std::vector<float>{5, 5, 5, 5, 9, 9, 9, 9, 9, 9}));
+  EXPECT_EQ(row_metric(pos, in, 1), in);
+}
+
+// After compression between prefill chunks a row holds some positions in any slot order: the
+// pool reaches position neighbours (not slot neighbours), spans group by position, and the new
+// scores meet the old metric by max (window) or sum (full observation). Naive re-derivation.
+TEST(PrefillMetrics, PoolAndSpansFollowPositionsInAScrambledRow) {
+  const std::vector<int32_t> pos = {40, 3, 12, 5, 41, 0, 13, 44, 2, 30};
+  const std::vector<float> raw = {0.1f, 0.9f, 0.2f, 0.0f, 0.0f, 0.3f, 0.0f, 0.6f, 0.05f, 0.4f};
+  std::vector<int32_t> spans(50);
+  for (int32_t p = 0; p < 50; ++p) spans[p] = p;
+  for (int32_t p = 12; p < 20; ++p) spans[p] = 12;  // 12, 13: one word
+  spans[41] = 40;                                   // 40, 41: one word
+  const auto naive = [&](int32_t kernel, bool with_spans) {
+    const int32_t half = kernel / 2;
+    std::vector<float> pooled(pos.size());
+    for (size_t s = 0; s < pos.size(); ++s) {
+      pooled[s] = 0.0f;
+      for (size_t t = 0; t < pos.size(); ++t) {
+        if (std::abs(pos[t] - pos[s]) <= half) pooled[s] = std::max(pooled[s], raw[t]);
+      }
+    }
+    if (!with_spans) return pooled;
+    std::vector<float> out(pos.size());
+    for (size_t s = 0; s < pos.size(); ++s) {
+      out[s] = 0.0f;
+      for (size_t t = 0; t < pos.size(); ++t) {
+        if (spans[pos[t]] == spans[pos[s]]) out[s] = std::max(out[s], pooled[t]);
+      }
+    }
+    return out;
+  };
+  EXPECT_EQ(row_metric(pos, raw, 7), naive(7, false));
+  EXPECT_EQ(row_metric(pos, raw, 3), naive(3, false));
+  EXPECT_EQ(row_metric(pos, raw, 1), raw);
+  EXPECT_EQ(row_metric(pos, raw, 3, spans), naive(3, true));
+  // Position 3 (slot 1) scores 0.9: kernel 7 reaches position 0 (slot 5) three positions away,
+  // kernel 3 does not (position 0 has no held neighbour within one position).
+  EXPECT_EQ(row_metric(pos, raw, 7)[5], 0.9f);
+  EXPECT_EQ(row_metric(pos, raw, 3)[5], 0.3f);
+  const std::vector<float> before = {0.5f, 0.1f, 0.1f, 0.7f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+  const std::vector<float> fresh = naive(1, false);
+  const std::vector<float> maxed = row_metric(pos, raw, 1, {}, MetricMerge::kMax, before);
+  const std::vector<float> added = row_metric(pos, raw, 1, {}, MetricMerge::kAdd, before);
+  for (size_t s = 0; s < pos.size(); ++s) {
+    EXPECT_EQ(maxed[s], std::max(before[s], fresh[s])) << s;
+    EXPECT_FLOAT_EQ(added[s], before[s] + fresh[s]) << s;
+  }
 }
 
 TEST(PrefillMetrics, PoolPerQueryHeadThenSumOverTheGroup) {
@@ -73,9 +142,6 @@ TEST(PrefillMetrics, WordSpansSplitAtWordStartsAndAtTheCap) {
   EXPECT_EQ(starts[kMaxWordSpan - 1], 0);
   EXPECT_EQ(starts[kMaxWordSpan], kMaxWordSpan);
   EXPECT_EQ(starts.back(), kMaxWordSpan);
-  std::vector<float> v = {1, 5, 2, 0, 3, 7};
-  span_max(v.data(), 6, word_span_starts(begins).data());
-  EXPECT_EQ(v, (std::vector<float>{5, 5, 5, 3, 3, 7}));
 }
 
 TEST(PrefillMetrics, WordSpansRaiseEveryTokenToItsSpanBestBeforeTheGroupSum) {

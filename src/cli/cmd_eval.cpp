@@ -66,6 +66,7 @@ json fork_json(const eval::ForkStats& f) {
           {"kvs_full", f.kvs_full},
           {"bytes_kept", f.bytes_kept},
           {"bytes_full", f.bytes_full},
+          {"bytes_peak", f.bytes_peak},
           {"compression_ratio", f.kvs_kept > 0 ? static_cast<double>(f.kvs_full) / f.kvs_kept : 0.0},
           {"compress_seconds", f.compress_seconds}};
 }

@@ -110,6 +110,14 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
       ->group(group);
+  app.add_option("--compress-chunk", o.compress_chunk,
+                 "Compress during prefill: every N prompt tokens the chunk's last queries observe "
+                 "and the sequence is compressed back to its budget, so a prompt needs KV memory "
+                 "for its budget plus one chunk instead of its whole length (0: compress once, "
+                 "after the prompt)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str()
+      ->group(group);
   add_policy_tuning_options(app, o);
 }
 
@@ -193,6 +201,7 @@ CompressionConfig compression_config(const CompressionOptions& o) {
   }
   c.continual = !o.no_continual;
   c.interval = o.interval;
+  c.compress_chunk = o.compress_chunk;
   validate_compression_config(c);
   return c;
 }

@@ -49,6 +49,7 @@ struct CompressionOptions {
   bool word_spans = false;
   bool no_continual = false;
   int32_t interval = 0;
+  int32_t compress_chunk = 0;
   int32_t streaming_sinks = 4;
   uint64_t policy_seed = 0;
   double ada_safeguard = 0.2;

@@ -64,6 +64,18 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.observation_buffer < 0) fail("--observation-buffer must be >= 0");
   if (c.pool_kernel < 1 || c.pool_kernel % 2 == 0) fail("--pool-kernel must be odd and >= 1");
   if (c.interval < 0) fail("--compress-interval must be >= 0");
+  if (c.compress_chunk < 0) fail("--compress-chunk must be >= 0, got {}", c.compress_chunk);
+  if (c.compress_chunk > 0) {
+    if (!c.full_observation && c.compress_chunk < c.observation_window) {
+      fail("--compress-chunk {} is shorter than the observation window {}: the window's queries "
+           "must all lie in the chunk",
+           c.compress_chunk, c.observation_window);
+    }
+    if (c.budget.kind == CacheBudget::kFractionKept) {
+      fail("--compress-chunk needs a budget in KVs or a compression rate, not a fraction kept "
+           "(each chunk would keep a fraction of the last)");
+    }
+  }
   if (c.streaming_sinks < 0) fail("streamingllm sinks must be >= 0, got {}", c.streaming_sinks);
   if (c.group_size < 1) fail("group size must be >= 1, got {}", c.group_size);
   if (!(c.ada_safeguard >= 0.0 && c.ada_safeguard <= 1.0)) {
@@ -82,8 +94,9 @@ void apply_policy_defaults(CompressionConfig& c) {
   if (c.policy == KvPolicy::kH2O) c.full_observation = true;
 }
 
-std::string describe(const CompressionConfig& c) {
-  if (!c.compresses()) return "full (no eviction)";
+namespace {
+
+std::string describe_policy(const CompressionConfig& c) {
   const PolicyInfo& info = policy_info(c.policy);
   if (c.policy == KvPolicy::kStreamingLlm) {
     return fmt::format("streamingllm, {}, sinks {}", describe(c.budget), c.streaming_sinks);
@@ -103,6 +116,14 @@ std::string describe(const CompressionConfig& c) {
                                                       c.pool_kernel),
                      c.word_spans ? " word spans" : "", describe(c.budget),
                      c.planner.protected_window, c.planner.sink_tokens);
+}
+
+}  // namespace
+
+std::string describe(const CompressionConfig& c) {
+  if (!c.compresses()) return "full (no eviction)";
+  if (c.compress_chunk == 0) return describe_policy(c);
+  return fmt::format("{}, compressed every {} prompt tokens", describe_policy(c), c.compress_chunk);
 }
 
 void set_policy(CompressionConfig& config, std::string_view name) {

@@ -30,6 +30,11 @@ struct CompressionConfig {
   // span it belongs to (a number, an identifier, a word split into pieces), so a span the
   // observing queries point at is kept or evicted whole (docs/design.md §2).
   bool word_spans = false;
+  // Compression during prefill (docs/design.md §5): every `compress_chunk` prompt tokens the
+  // chunk's last observation_window queries observe and the sequence is compressed back to
+  // its budget, so a prompt only needs the budget plus one chunk of KV memory. 0: compress
+  // once, after the whole prompt (the paper's method).
+  int32_t compress_chunk = 0;
   bool continual = true;           // compress when a decode step would run out of blocks
   int32_t interval = 0;            // also compress every `interval` decode steps (0: never)
   // Baselines (compress/baseline_planners.h):

@@ -17,7 +17,10 @@
 //   3. Prefill chunks of admitted requests fill what is left of the step's token budget
 //      (max_batch_tokens), mixed with the decode tokens in one forward pass.
 //   4. After the step: a prompt that is done is compressed to its request's budget, sampling,
-//      stop rules and interval compression run per sequence.
+//      stop rules and interval compression run per sequence. With compression during prefill
+//      (CompressionConfig::compress_chunk), a prompt is also compressed back to its budget
+//      after each chunk, so it is admitted, reserved and checked against the pool for its
+//      budget plus one chunk instead of its whole length (prefill_blocks()).
 //
 // Threads: submit(), fork(), cancel(), release() and metrics() may be called from any thread;
 // step() and run_until_idle() only from one thread at a time (the engine thread after
@@ -144,7 +147,10 @@ class Engine {
   void run_batch(const std::vector<StepEntry>& entries);
   void advance(Sequence& s);         // after a step: post-prefill, sampling, finish
   void post_prefill(Sequence& s);
-  void compress(Sequence& s, int64_t max_blocks, bool pressure);
+  void compress_prefill_chunk(Sequence& s);
+  void write_observed_metrics(Sequence& s);
+  void update_reservation(Sequence& s);
+  CompressionResult compress(Sequence& s, int64_t max_blocks, bool pressure);
   void finish(Sequence& s, FinishReason reason);
   // scheduler.cpp: what runs in a step
   std::vector<StepEntry> schedule();
@@ -152,6 +158,12 @@ class Engine {
   void preempt(Sequence& s);
   void admit();
   int64_t unreserved_free_blocks() const;
+  // Most blocks a prompt of prompt_len tokens owns at once before its last compression: all of
+  // it uncompressed; with compression during prefill at most the budget at the prompt's end
+  // (or the KVs no policy evicts, when more) plus one chunk on every head row.
+  int64_t prefill_blocks(const CompressionConfig& c, int64_t prompt_len) const;
+  // Free blocks a waiting request needs to be admitted.
+  int64_t admission_blocks(const Sequence& s) const;
 
   const Model& model_;
   EngineConfig config_;

@@ -3,11 +3,45 @@
 // left of the step's token budget.
 #include <algorithm>
 
+#include "compress/budget.h"
 #include "engine/engine.h"
 #include "engine/sequence.h"
 #include "util/error.h"
 
 namespace kvc {
+
+int64_t Engine::prefill_blocks(const CompressionConfig& c, int64_t prompt_len) const {
+  const ModelConfig& mc = model_.config();
+  const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
+  const int64_t bs = config_.block_size;
+  const int64_t uncompressed = rows * ((prompt_len + bs - 1) / bs);
+  if (!c.compresses() || c.compress_chunk == 0 || prompt_len <= c.compress_chunk) {
+    return uncompressed;
+  }
+  // After each chunk's compression a sequence owns at most its budget then (<= the budget at
+  // the prompt's end: C never shrinks as the prompt grows), unless the KVs no policy evicts
+  // (protected window and sinks of every row) need more; the next chunk adds at most
+  // ceil(chunk / bs) blocks to each row.
+  const int64_t budget = target_blocks(c.budget, prompt_len, cache_, -1);
+  const int64_t kept = c.planner.protected_window + std::max(c.planner.sink_tokens, c.streaming_sinks);
+  const int64_t floor = rows * ((kept + bs - 1) / bs);
+  return std::min(uncompressed, std::max(budget, floor) + rows * ((c.compress_chunk + bs - 1) / bs));
+}
+
+int64_t Engine::admission_blocks(const Sequence& s) const {
+  if (s.parent >= 0) return cache_.owned_blocks(held_.at(s.parent)->cache_seq);  // its copy
+  // The prompt and any generated tokens it replays after a preemption, uncompressed, or the
+  // prompt's peak with compression during prefill plus the replayed tokens.
+  const ModelConfig& mc = model_.config();
+  const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
+  const int64_t bs = config_.block_size;
+  const auto n = static_cast<int64_t>(s.tokens.size());
+  const int64_t uncompressed = rows * ((n + bs - 1) / bs);
+  if (s.compression.compress_chunk == 0) return uncompressed;
+  const int64_t replay = n - s.prompt_len;
+  return std::min(uncompressed,
+                  prefill_blocks(s.compression, s.prompt_len) + rows * ((replay + bs - 1) / bs));
+}
 
 int64_t Engine::unreserved_free_blocks() const {
   int64_t reserved = 0;
@@ -100,8 +134,6 @@ void Engine::preempt(Sequence& s) {
 void Engine::admit() {
   if (running_.empty()) hold_admission_ = false;
   if (hold_admission_) return;
-  const ModelConfig& mc = model_.config();
-  const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
   int64_t decode_need = 0;
   for (const Sequence* s : running_) {
     if (s->phase == Sequence::Phase::kRunning && s->decoding()) {
@@ -110,12 +142,8 @@ void Engine::admit() {
   }
   while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < config_.max_running) {
     Sequence& s = *waiting_.front();
-    // A prompt (with any tokens to replay) must fit uncompressed; a fork needs its copy.
-    const int64_t need =
-        s.parent >= 0 ? cache_.owned_blocks(held_.at(s.parent)->cache_seq)
-                      : rows * ((static_cast<int64_t>(s.tokens.size()) + config_.block_size - 1) /
-                                config_.block_size);
-    if (need > unreserved_free_blocks() - decode_need) break;  // first come, first served
+    // first come, first served
+    if (admission_blocks(s) > unreserved_free_blocks() - decode_need) break;
     waiting_.pop_front();
     start_sequence(s);
     running_.push_back(&s);
@@ -142,13 +170,14 @@ std::vector<Engine::StepEntry> Engine::schedule() {
     if (s->parent >= 0 && !s->prompt_done) continue;  // a fork compresses before it runs
     int32_t n = std::min(s->chunk_end() - s->n_computed, budget);
     if (n <= 0) continue;
-    if (s->prompt_done) {
-      // Teacher-forced tokens have no reservation: take what the free blocks allow.
-      const int64_t avail = unreserved_free_blocks() - decode_need;
-      while (n > 0 && cache_.blocks_needed(s->cache_seq, n) > avail) n /= 2;
-      if (n == 0) continue;
-      decode_need += cache_.blocks_needed(s->cache_seq, n);
-    }
+    // A prompt chunk fits its reservation (prefill_blocks() is its peak); teacher-forced tokens
+    // have none: take what the free blocks allow.
+    const int64_t avail = (s->prompt_done ? 0 : s->reserved_blocks) +
+                          std::max<int64_t>(0, unreserved_free_blocks() - decode_need);
+    while (n > 0 && cache_.blocks_needed(s->cache_seq, n) > avail) n /= 2;
+    if (n == 0) continue;
+    decode_need += std::max<int64_t>(
+        0, cache_.blocks_needed(s->cache_seq, n) - (s->prompt_done ? 0 : s->reserved_blocks));
     entries.push_back({s, n});
     budget -= n;
   }

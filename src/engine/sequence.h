@@ -5,7 +5,9 @@
 // Token bookkeeping: `tokens` = prompt, then forced tokens (once the prompt is compressed),
 // then generated tokens. Positions [0, n_computed) have KVs in the cache (before compression
 // every row holds n_computed KVs; after, fewer, but positions keep counting). Tokens
-// [n_computed, chunk_end()) may run as one multi-token chunk (prompt, teacher forcing); later
+// [n_computed, chunk_end()) may run as one multi-token chunk (the prompt up to its next
+// compression: its end, or with compression during prefill the end of a chunk; teacher
+// forcing); later
 // tokens run one per step through the per-query kernel (decoding, and replay after preemption).
 #pragma once
 
@@ -37,6 +39,8 @@ struct Engine::Sequence {
   int32_t n_generated = 0;
   Sampler sampler{SamplingParams{}};
   std::vector<float> logits;      // [n_vocab] of the newest computed token, when wanted
+  int32_t compress_at = 0;        // the prompt's next compression: its end, or a chunk's
+  int64_t prefill_blocks = 0;     // most blocks the prompt may own (Engine::prefill_blocks)
   int64_t reserved_blocks = 0;    // blocks kept free for the rest of the prompt
 
   // Observers of the prompt: the policy's own first (when it reads a metric), then extras.
@@ -55,7 +59,7 @@ struct Engine::Sequence {
     return prompt_len + static_cast<int32_t>(request.forced_tokens.size());
   }
   // Tokens up to here may run as one chunk.
-  int32_t chunk_end() const { return prompt_done ? forced_end() : prompt_len; }
+  int32_t chunk_end() const { return prompt_done ? forced_end() : compress_at; }
   bool decoding() const { return n_computed >= chunk_end() && prompt_done; }
 };
 

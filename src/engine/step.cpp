@@ -41,6 +41,7 @@ void Engine::start_sequence(Sequence& s) {
     s.cache_seq = cache_.copy_sequence(p.cache_seq);
     KVC_ASSERT(s.cache_seq >= 0);  // admit() checked the free blocks
     s.n_computed = p.n_computed;
+    s.compress_at = s.prompt_len;
     s.logits = p.logits;
     s.observers = p.observers;  // post_prefill reads the parent's observation itself
     const ObservationOptions own = policy_observer(s.compression, s.prompt_len - 1);
@@ -62,7 +63,11 @@ void Engine::start_sequence(Sequence& s) {
   s.forced_done = 0;
   s.observers.clear();
   s.policy_observer = -1;
-  const ObservationOptions own = policy_observer(s.compression, s.prompt_len - 1);
+  // With compression during prefill the policy's window observes the end of each chunk.
+  s.compress_at = s.compression.compresses() && s.compression.compress_chunk > 0
+                      ? std::min(s.prompt_len, s.compression.compress_chunk)
+                      : s.prompt_len;
+  const ObservationOptions own = policy_observer(s.compression, s.compress_at - 1);
   if (own.kind != MetricAccumulation::kNone) {
     s.policy_observer = 0;
     s.observers.push_back(own);
@@ -76,7 +81,14 @@ void Engine::start_sequence(Sequence& s) {
                              static_cast<size_t>(s.prompt_len),
                          0.0f);
   }
-  s.reserved_blocks = cache_.blocks_needed(s.cache_seq, s.prompt_len);
+  s.prefill_blocks = prefill_blocks(s.compression, s.prompt_len);
+  update_reservation(s);
+}
+
+void Engine::update_reservation(Sequence& s) {
+  s.reserved_blocks = s.prompt_done || s.parent >= 0
+                          ? 0
+                          : std::max<int64_t>(0, s.prefill_blocks - cache_.owned_blocks(s.cache_seq));
 }
 
 void Engine::run_batch(const std::vector<StepEntry>& entries) {
@@ -90,12 +102,8 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
       s.scheduled = Clock::now();
       s.stats.queue_seconds = std::chrono::duration<double>(s.scheduled - s.submitted).count();
     }
-    const int64_t owned_before = cache_.owned_blocks(s.cache_seq);
     cache_.grow(s.cache_seq, e.n_tokens);
-    if (s.reserved_blocks > 0) {
-      s.reserved_blocks = std::max<int64_t>(
-          0, s.reserved_blocks - (cache_.owned_blocks(s.cache_seq) - owned_before));
-    }
+    update_reservation(s);
     BatchSequence b;
     b.first_token = batch_.n_tokens();
     b.n_tokens = e.n_tokens;
@@ -176,16 +184,51 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
   }
 }
 
-void Engine::compress(Sequence& s, int64_t max_blocks, bool pressure) {
-  const CompressionResult r =
-      compress_sequence(cache_, s.cache_seq, s.prompt_len, s.compression, max_blocks);
+CompressionResult Engine::compress(Sequence& s, int64_t max_blocks, bool pressure) {
+  // A compression rate applies to the tokens seen so far (the prompt, or its chunks so far).
+  const int64_t tokens = s.prompt_done ? s.prompt_len : s.n_computed;
+  const CompressionResult r = compress_sequence(cache_, s.cache_seq, tokens, s.compression, max_blocks);
   ++s.stats.compressions;
   s.stats.compress_seconds += r.plan_seconds + r.compact_seconds;
-  if (s.stats.compressions == 1) s.stats.prefill_compression = r;
   ++metrics_.compressions;
   if (pressure) ++metrics_.pressure_compressions;
   metrics_.kvs_evicted += r.kvs_before - r.kvs_after;
   metrics_.compress_seconds += r.plan_seconds + r.compact_seconds;
+  return r;
+}
+
+void Engine::write_observed_metrics(Sequence& s) {
+  if (s.policy_observer < 0) return;
+  const ModelConfig& mc = model_.config();
+  const size_t per_observer = static_cast<size_t>(mc.n_layer) * mc.n_head * s.prompt_len;
+  // A fork reads its parent's observation (held, and admitted in this same step).
+  const std::vector<float>& observation =
+      s.parent >= 0 ? held_.at(s.parent)->observation : s.observation;
+  KVC_ASSERT(observation.size() >= (s.policy_observer + 1) * per_observer);
+  const ObservationScores scores{observation.data() + s.policy_observer * per_observer,
+                                 mc.n_layer, mc.n_head, s.prompt_len};
+  // Word spans are a property of the prompt: computed once, by the sequence that owns it
+  // (a fork reads its parent's, as it reads the parent's observation).
+  Sequence& owner = s.parent >= 0 ? *held_.at(s.parent) : s;
+  if (s.compression.word_spans && owner.word_spans.empty()) {
+    owner.word_spans = prompt_word_spans(model_.tokenizer(), owner.request.prompt);
+  }
+  write_prefill_metrics(
+      cache_, s.cache_seq, scores, s.compression.group_size,
+      s.compression.full_observation ? 1 : s.compression.pool_kernel,
+      s.compression.word_spans ? std::span<const int32_t>(owner.word_spans) : std::span<const int32_t>(),
+      s.compression.full_observation ? MetricMerge::kAdd : MetricMerge::kMax);
+}
+
+void Engine::compress_prefill_chunk(Sequence& s) {
+  write_observed_metrics(s);
+  compress(s, INT64_MAX, false);
+  // The observation is slot-indexed and compaction moved slots: the next chunk starts afresh
+  // (its scores meet the metric this pass left, docs/design.md §5).
+  std::fill(s.observation.begin(), s.observation.end(), 0.0f);
+  s.compress_at = std::min(s.prompt_len, s.n_computed + s.compression.compress_chunk);
+  if (s.policy_observer >= 0) s.observers[static_cast<size_t>(s.policy_observer)].last_position = s.compress_at - 1;
+  update_reservation(s);
 }
 
 void Engine::post_prefill(Sequence& s) {
@@ -196,26 +239,15 @@ void Engine::post_prefill(Sequence& s) {
     s.stats.prefill_seconds = seconds_since(s.scheduled);
   }
   if (s.compression.compresses()) {
-    if (s.policy_observer >= 0) {
-      const size_t per_observer = static_cast<size_t>(mc.n_layer) * mc.n_head * s.prompt_len;
-      // A fork reads its parent's observation (held, and admitted in this same step).
-      const std::vector<float>& observation =
-          s.parent >= 0 ? held_.at(s.parent)->observation : s.observation;
-      KVC_ASSERT(observation.size() >= (s.policy_observer + 1) * per_observer);
-      const ObservationScores scores{observation.data() + s.policy_observer * per_observer,
-                                     mc.n_layer, mc.n_head, s.prompt_len};
-      // Word spans are a property of the prompt: computed once, by the sequence that owns it
-      // (a fork reads its parent's, as it reads the parent's observation).
-      Sequence& owner = s.parent >= 0 ? *held_.at(s.parent) : s;
-      if (s.compression.word_spans && owner.word_spans.empty()) {
-        owner.word_spans = prompt_word_spans(model_.tokenizer(), owner.request.prompt);
-      }
-      write_prefill_metrics(
-          cache_, s.cache_seq, scores, s.compression.group_size,
-          s.compression.full_observation ? 1 : s.compression.pool_kernel,
-          s.compression.word_spans ? std::span<const int32_t>(owner.word_spans) : std::span<const int32_t>());
+    const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
+    write_observed_metrics(s);
+    CompressionResult r = compress(s, INT64_MAX, false);
+    if (s.compression.compress_chunk > 0) {
+      // Report against the uncompressed prompt, not the last chunk.
+      r.kvs_before = rows * s.prompt_len;
+      r.blocks_before = rows * ((s.prompt_len + config_.block_size - 1) / config_.block_size);
     }
-    compress(s, INT64_MAX, false);
+    s.stats.prefill_compression = r;
   }
   s.stats.retained_after_prompt.clear();
   for (int32_t l = 0; l < mc.n_layer; ++l) {
@@ -236,7 +268,11 @@ void Engine::post_prefill(Sequence& s) {
 
 void Engine::advance(Sequence& s) {
   if (s.phase != Sequence::Phase::kRunning) return;
-  if (!s.prompt_done && s.n_computed == s.prompt_len) post_prefill(s);
+  if (!s.prompt_done && s.n_computed == s.prompt_len) {
+    post_prefill(s);
+  } else if (!s.prompt_done && s.n_computed == s.compress_at) {
+    compress_prefill_chunk(s);
+  }
   if (s.n_computed < static_cast<int32_t>(s.tokens.size())) return;  // more to compute
   if (s.n_generated >= s.request.max_tokens) {
     finish(s, FinishReason::kMaxTokens);

@@ -149,6 +149,7 @@ std::vector<ObservationOptions> observers_of(std::span<const PolicyVariant> vari
   for (const PolicyVariant& v : variants) {
     const CompressionConfig& c = v.config;
     if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) continue;
+    if (c.compress_chunk > 0) continue;  // prefills on its own
     const ObservationOptions o{c.metric, c.observation_window, -1, c.full_observation,
                                c.observation_buffer};
     const bool known = std::any_of(out.begin(), out.end(), [&](const ObservationOptions& x) {
@@ -160,8 +161,10 @@ std::vector<ObservationOptions> observers_of(std::span<const PolicyVariant> vari
   return out;
 }
 
+// own_prefill: the setting prefilled on its own (compression during prefill), so its peak is
+// its own; a fork's peak includes the uncompressed prefill it was copied from.
 ForkStats fork_stats(const RequestResult& r, const ModelConfig& mc, int32_t block_size,
-                     size_t block_bytes) {
+                     size_t block_bytes, bool own_prefill) {
   const RequestStats& st = r.stats;
   const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
   ForkStats f;
@@ -177,6 +180,7 @@ ForkStats fork_stats(const RequestResult& r, const ModelConfig& mc, int32_t bloc
     f.kvs_kept = f.kvs_full;
     f.bytes_kept = f.bytes_full;
   }
+  f.bytes_peak = own_prefill ? st.kv_bytes_peak : std::max(st.kv_bytes_peak, f.bytes_full);
   return f;
 }
 
@@ -271,6 +275,17 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   const auto setting_name = [](const Setting& r) {
     return r.budget == 0 ? r.variant->name : fmt::format("{} C={}", r.variant->name, r.budget);
   };
+  // A setting starts from the shared prefill (a fork), or with compression during prefill
+  // from a prefill of its own.
+  const auto start_setting = [&](RequestId base, const std::vector<int32_t>& prompt,
+                                 Request r) {
+    if (r.compression.compresses() && r.compression.compress_chunk > 0) {
+      r.prompt = prompt;
+      engine.submit(std::move(r));
+    } else {
+      engine.fork(base, std::move(r));
+    }
+  };
   // The shared prefill: held, recording every setting's observation.
   const auto prefill = [&](std::vector<int32_t> prompt) {
     Request base;
@@ -307,14 +322,15 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
       fork.stop_tokens = stop_tokens;
       fork.on_finish = [&, k](const RequestResult& result) {
         TaskRecord& rec = records[k];
-        rec.fork = fork_stats(result, mc, kBlockSize, block_bytes);
+        rec.fork = fork_stats(result, mc, kBlockSize, block_bytes,
+                                    runs[k].variant->config.compress_chunk > 0);
         rec.decode_seconds = result.stats.decode_seconds;
         rec.prediction = tok.decode(result.tokens, false);
         rec.generated_tokens = static_cast<int32_t>(result.tokens.size());
         ++done;
         progress(fmt::format("{} {}", label, setting_name(runs[k])));
       };
-      engine.fork(base, std::move(fork));
+      start_setting(base, job.prompt, std::move(fork));
     }
     engine.run_until_idle();
     engine.release(base);
@@ -399,11 +415,12 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
           }
         };
         fork.on_finish = [&, k](const RequestResult& result) {
-          records[k].fork = fork_stats(result, mc, kBlockSize, block_bytes);
+          records[k].fork = fork_stats(result, mc, kBlockSize, block_bytes,
+                                    runs[k].variant->config.compress_chunk > 0);
           ++done;
           progress(fmt::format("{} {}", label, setting_name(runs[k])));
         };
-        engine.fork(base, std::move(fork));
+        start_setting(base, context, std::move(fork));
         // The reference must be complete before any other setting compares with it.
         if (k == 0) engine.run_until_idle();
       }

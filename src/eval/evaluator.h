@@ -48,6 +48,9 @@ struct ForkStats {
   int64_t kvs_full = 0;           // KVs of the uncompressed prefill
   size_t bytes_kept = 0;          // physical bytes of the fork's blocks after compression
   size_t bytes_full = 0;          // physical bytes of the uncompressed prefill's blocks
+  // Most bytes the setting owns at once: the uncompressed prefill (which every setting without
+  // compression during prefill needs first), or for a ':chunkN' setting its own peak.
+  size_t bytes_peak = 0;
   double compress_seconds = 0.0;  // metric write + plan + compaction
   std::vector<int32_t> retained_per_row;  // [n_layer * n_head_kv] after compression
 };

@@ -1,6 +1,7 @@
 #include "eval/policy_variants.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "util/error.h"
 
@@ -21,8 +22,24 @@ constexpr VariantName kAblations[] = {
 
 }  // namespace
 
-PolicyVariant make_policy_variant(std::string_view name, const CompressionConfig& base) {
-  PolicyVariant v{std::string(name), base};
+PolicyVariant make_policy_variant(std::string_view full_name, const CompressionConfig& base) {
+  // NAME:chunkN: NAME compressing during prefill every N prompt tokens.
+  std::string_view name = full_name;
+  int32_t chunk = 0;
+  if (const size_t colon = full_name.find(':'); colon != std::string_view::npos) {
+    name = full_name.substr(0, colon);
+    const std::string_view suffix = full_name.substr(colon + 1);
+    const std::string digits(suffix.starts_with("chunk") ? suffix.substr(5) : std::string_view());
+    char* end = nullptr;
+    const long n = digits.empty() ? 0 : std::strtol(digits.c_str(), &end, 10);
+    if (digits.empty() || *end != '\0' || n < 1 || n > (1 << 24) || name == "full") {
+      fail("policy '{}': the only suffix is ':chunkN' (compress every N prompt tokens, N >= 1) "
+           "on a compressing policy",
+           full_name);
+    }
+    chunk = static_cast<int32_t>(n);
+  }
+  PolicyVariant v{std::string(full_name), base};
   std::string_view policy = name;
   if (name.starts_with("kvcompress-")) policy = "kvcompress";
   const bool ablation = std::any_of(std::begin(kAblations), std::end(kAblations),
@@ -42,6 +59,7 @@ PolicyVariant make_policy_variant(std::string_view name, const CompressionConfig
   if (name == "kvcompress-full") v.config.full_observation = true;
   if (name == "kvcompress-words") v.config.word_spans = true;
   apply_policy_defaults(v.config);
+  v.config.compress_chunk = chunk;
   validate_compression_config(v.config);
   return v;
 }
@@ -49,7 +67,7 @@ PolicyVariant make_policy_variant(std::string_view name, const CompressionConfig
 std::string policy_variant_names() {
   std::string names = policy_names_with_auto();
   for (const VariantName& a : kAblations) names += fmt::format(", {}", a.name);
-  return names;
+  return names + " (a compressing one with ':chunkN' compresses during prefill every N tokens)";
 }
 
 CompressionConfig with_budget(const PolicyVariant& variant, int32_t budget) {

@@ -167,6 +167,8 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
   }
   c.planner.protected_window = static_cast<int32_t>(
       get_int(body, "protected_window", c.planner.protected_window, 0, 1 << 24));
+  c.compress_chunk = static_cast<int32_t>(
+      get_int(body, "compress_chunk", c.compress_chunk, 0, 1 << 24));
   if (get_bool(body, "compress_once", false)) {
     c.continual = false;
     c.interval = 0;

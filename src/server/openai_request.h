@@ -10,6 +10,7 @@
 //   "protected_window"   most recent tokens never evicted
 //   "compress_once"      compress after prefill only (never under memory pressure or on an
 //                        interval: such a request is preempted instead)
+//   "compress_chunk"     compress during prefill every N prompt tokens (0: once, after it)
 //   "kv_details"         also return the KVs kept per (layer, KV head)
 // and, as llama-server: "top_k", "ignore_eos" (generate past end-of-turn tokens: benchmarks).
 #pragma once

@@ -43,6 +43,8 @@ std::string render_metrics(const EngineMetrics& m, const ServerHistograms& h,
   metric("kvc_requests_waiting", "gauge", "Requests queued for admission.", m.waiting);
   metric("kvc_kv_blocks_total", "gauge", "KV blocks in the pool.", m.blocks_total);
   metric("kvc_kv_blocks_used", "gauge", "KV blocks owned by sequences.", m.blocks_used);
+  metric("kvc_kv_blocks_peak", "gauge", "Most KV blocks owned at once since start.",
+         m.peak_blocks_used);
   metric("kvc_kv_blocks_free", "gauge", "KV blocks free.", m.blocks_free);
   metric("kvc_kv_retained", "gauge", "KVs held by running sequences.", m.kv_retained);
   metric("kvc_kv_compression_ratio", "gauge",

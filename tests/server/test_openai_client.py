@@ -215,7 +215,8 @@ class OpenAIClientTest(unittest.TestCase):
         bad_values = [None, -1, 0, 1e30, "x", [], {}, True, [1, "a"], -1e9, 10**30, "\x00"]
         fields = ["max_tokens", "temperature", "top_p", "top_k", "seed", "stream", "stop",
                   "prompt", "model", "n", "kv_policy", "max_cache_tokens", "compression_rate",
-                  "protected_window", "compress_once", "messages", "stream_options"]
+                  "protected_window", "compress_once", "compress_chunk", "messages",
+                  "stream_options"]
         bodies = [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"prompt": "a"' * 50,
                   json.dumps({"model": "nope", "prompt": "x"}).encode(),
                   json.dumps({"prompt": ""}).encode(),
@@ -300,6 +301,27 @@ class PreemptionTest(unittest.TestCase):
         for e, g in zip(expected, got):
             self.assertEqual(g.choices[0].text, e)
             self.assertEqual(g.usage.completion_tokens, 64)
+
+    def test_compress_chunk_runs_a_prompt_longer_than_the_kv_pool(self):
+        # 90 rows x 30 blocks hold 480 tokens per row; the prompt has about 1,500. Compressed
+        # every 256 tokens to C=128 it needs (128 + 256) / 16 = 24 blocks per row at most.
+        prompt = "The hills were green and the river was wide. " * 150
+        with Server("--kv-blocks", str(90 * 30), api_key=None) as small:
+            client = small.client()
+            model = client.models.list().data[0].id
+            with self.assertRaises(openai.BadRequestError) as e:
+                client.completions.create(model=model, prompt=prompt, max_tokens=8,
+                                          extra_body={"max_cache_tokens": 128})
+            self.assertIn("compress_chunk", str(e.exception))
+            r = client.completions.create(model=model, prompt=prompt, max_tokens=8,
+                                          temperature=0,
+                                          extra_body={"max_cache_tokens": 128,
+                                                      "compress_chunk": 256})
+            self.assertGreater(r.usage.prompt_tokens, 90 * 30 // 90 * 16)
+            self.assertEqual(r.usage.completion_tokens, 8)
+            m = small.wait_idle()
+            self.assertLessEqual(m["kvc_kv_blocks_peak"], 90 * 24)
+            self.assertEqual(m["kvc_kv_blocks_used"], 0)
 
 
 class ShutdownTest(unittest.TestCase):
