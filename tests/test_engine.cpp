@@ -301,17 +301,22 @@ TEST_F(EngineTest, CompressionDuringPrefillRunsPromptsLongerThanThePool) {
 }
 
 // Chunk boundaries move the observing window and run compression passes between chunks; with a
-// budget that keeps every KV no pass evicts, so the tokens are exactly the full cache's.
-TEST_F(EngineTest, CompressionDuringPrefillThatEvictsNothingChangesNoToken) {
+// budget that keeps every KV no pass evicts anything. The tokens are not compared beyond the
+// first: each chunk's window runs through the per-query kernel instead of the tiled one, and
+// rounding differences of that size change this small model's greedy text within a few tokens
+// (tests/test_eval_quick.cpp measures the KL they cost).
+TEST_F(EngineTest, CompressionDuringPrefillThatEvictsNothingKeepsEveryKv) {
   Engine engine(*model_, config());
-  const Request full = greedy(prompt_of(700, 2), 24);
-  Request chunked = full;
-  chunked.compression.policy = KvPolicy::kKvCompress;
-  chunked.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 0};
+  Request once = greedy(prompt_of(700, 2), 8);
+  once.compression.policy = KvPolicy::kKvCompress;
+  once.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 0};
+  Request chunked = once;
   chunked.compression.compress_chunk = 100;
-  const std::vector<RequestResult> got = serve(engine, {full, chunked});
-  EXPECT_EQ(got[1].tokens, got[0].tokens);
+  const std::vector<RequestResult> got = serve(engine, {once, chunked});
+  EXPECT_EQ(got[1].tokens.at(0), got[0].tokens.at(0));
   EXPECT_EQ(got[1].stats.compressions, 7);
+  EXPECT_EQ(got[1].stats.retained_after_prompt, got[0].stats.retained_after_prompt);
+  EXPECT_EQ(got[1].stats.retained_after_prompt.at(0), 700);
   EXPECT_EQ(got[1].stats.kv_retained, got[0].stats.kv_retained);
 }
 

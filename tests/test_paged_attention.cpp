@@ -84,6 +84,36 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
         }
       }
     }
+    // Flash-decoding: the row split into parts (some of them fully hidden from the earlier
+    // queries), each unnormalized, merged in order, equals dense attention too.
+    for (const int32_t part : {1, 7, 16, 100}) {
+      const int32_t n_parts = (c.length + part - 1) / part;
+      std::vector<float> acc(static_cast<size_t>(n_parts) * c.group * d, NAN);
+      std::vector<float> max(static_cast<size_t>(n_parts) * c.group, NAN);
+      std::vector<float> sum(max.size(), NAN);
+      for (int32_t t = 0; t < n_query; ++t) {
+        GroupQueries one{&q[static_cast<size_t>(t) * c.group * d], 0, &qpos[t], 1, c.group};
+        for (int32_t p = 0; p < n_parts; ++p) {
+          paged_attention_part(cache.pool().view(), cache.row_view(seq, 0, 1), one, scale, p * part,
+                               std::min(c.length, (p + 1) * part),
+                               &acc[static_cast<size_t>(p) * c.group * d],
+                               &max[static_cast<size_t>(p) * c.group],
+                               &sum[static_cast<size_t>(p) * c.group], scratch.data());
+        }
+        std::vector<float> merged(static_cast<size_t>(c.group) * d, NAN);
+        merge_attention_parts(n_parts, c.group, d, acc.data(), max.data(), sum.data(), merged.data());
+        for (int32_t g = 0; g < c.group; ++g) {
+          const float* qh = &q[(static_cast<size_t>(t) * c.group + g) * d];
+          const std::vector<float> expected =
+              test_support::dense_attention(qh, k, v, pos, qpos[t], d, scale, nullptr);
+          for (int32_t i = 0; i < d; ++i) {
+            ASSERT_NEAR(merged[static_cast<size_t>(g) * d + i], expected[i],
+                        2e-5f + 2e-5f * std::fabs(expected[i]))
+                << "parts of " << part << " t=" << t << " g=" << g << " i=" << i;
+          }
+        }
+      }
+    }
   }
   force_scalar_kernels(false);
 }

@@ -1,5 +1,9 @@
 #include "kernels/paged_attention.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "kernels/cpu/paged_attention_avx2.h"
 #include "kernels/cpu_features.h"
 #include "util/error.h"
@@ -13,6 +17,39 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
     avx2::paged_attention(pool, row, queries, scale, accumulation, out, out_stride, scratch);
   } else {
     reference::paged_attention(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+  }
+}
+
+void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
+                          const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                          float* acc, float* max, float* sum, float* scratch) {
+  KVC_ASSERT(queries.n_query == 1 && 0 <= begin && begin <= end && end <= row.length);
+  if (cpu_has_avx2() && avx2::paged_attention_supported(pool, queries.group)) {
+    avx2::paged_attention_part(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+  } else {
+    reference::paged_attention_part(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+  }
+}
+
+void merge_attention_parts(int32_t n_parts, int32_t group, int32_t head_dim, const float* acc,
+                           const float* max, const float* sum, float* out) {
+  for (int32_t g = 0; g < group; ++g) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int32_t p = 0; p < n_parts; ++p) m = std::max(m, max[p * group + g]);
+    float* o = out + static_cast<int64_t>(g) * head_dim;
+    std::fill(o, o + head_dim, 0.0f);
+    if (m == -std::numeric_limits<float>::infinity()) continue;
+    float total = 0.0f;
+    for (int32_t p = 0; p < n_parts; ++p) {
+      const float mp = max[p * group + g];
+      if (mp == -std::numeric_limits<float>::infinity()) continue;
+      const float w = std::exp(mp - m);
+      total += w * sum[p * group + g];
+      const float* a = acc + (static_cast<int64_t>(p) * group + g) * head_dim;
+      for (int32_t i = 0; i < head_dim; ++i) o[i] += w * a[i];
+    }
+    const float inv = 1.0f / total;
+    for (int32_t i = 0; i < head_dim; ++i) o[i] *= inv;
   }
 }
 

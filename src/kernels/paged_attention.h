@@ -72,6 +72,22 @@ void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
                            const GroupQueries& queries, float scale, float* out,
                            int64_t out_stride);
 
+// Flash-decoding: ONE query's attention over a slot range [begin, end) of a row, left
+// unnormalized, so one long row can be split over threads and the parts merged after. Per head
+// g of the group: max[g] = the largest visible score m_g (-inf when no slot of the range is
+// visible), sum[g] = sum_j e^(s_gj - m_g), acc[g * head_dim + i] = sum_j e^(s_gj - m_g) v_j[i].
+// queries.n_query must be 1. scratch: [group * (end - begin)] floats. No metric accumulation:
+// a metric needs the probabilities of the whole row (split only rows that accumulate none).
+void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
+                          const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                          float* acc, float* max, float* sum, float* scratch);
+// out[g * head_dim + i] = sum_p e^(max_p[g] - M) acc_p[g][i] / sum_p e^(max_p[g] - M) sum_p[g]
+// with M = max_p max_p[g], parts in order p = 0 .. n_parts - 1 (a fixed order: the result does
+// not depend on which thread ran which part). Part p's values sit at acc + p * group * head_dim,
+// max + p * group and sum + p * group. A head no part sees gets a zero output.
+void merge_attention_parts(int32_t n_parts, int32_t group, int32_t head_dim, const float* acc,
+                           const float* max, const float* sum, float* out);
+
 namespace reference {
 // Plain scalar loops, same contract: the specification the optimized path is tested against.
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
@@ -81,6 +97,9 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
 void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
                            const GroupQueries& queries, float scale, float* out,
                            int64_t out_stride);
+void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
+                          const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                          float* acc, float* max, float* sum, float* scratch);
 }  // namespace reference
 
 }  // namespace kvc

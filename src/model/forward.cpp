@@ -185,14 +185,82 @@ void ForwardPass::attention(const PagedKvPool& pool, const ForwardBatch& batch, 
     }
   };
 
-  const int64_t n_items = static_cast<int64_t>(work_.size()) * c.n_head_kv;
+  // Items: one per (unit, KV head), or one per part of a split decode row; work_ is sorted by
+  // cost, so the parallel loop still takes the longest work first.
+  std::vector<AttentionItem>& items = items_;
+  std::vector<DecodeSplit>& splits = splits_;
+  items.clear();
+  splits.clear();
+  int32_t n_parts_total = 0;
+  for (size_t u = 0; u < work_.size(); ++u) {
+    const AttentionWork& w = work_[u];
+    const BatchSequence& s = batch.sequences[static_cast<size_t>(w.sequence)];
+    const bool splittable = !w.tiled && w.count == 1 && s.metric == MetricAccumulation::kNone &&
+                            s.n_observers == 0;
+    for (int32_t h = 0; h < c.n_head_kv; ++h) {
+      const int32_t length =
+          batch.rows[static_cast<size_t>(s.row_offset + layer * c.n_head_kv + h)].length;
+      const int32_t n_parts = (length + kDecodeSplitSlots - 1) / kDecodeSplitSlots;
+      if (!splittable || n_parts <= 1) {
+        items.push_back({static_cast<int32_t>(u), h, -1, -1});
+        continue;
+      }
+      const auto split = static_cast<int32_t>(splits.size());
+      splits.push_back({static_cast<int32_t>(u), h, n_parts, n_parts_total});
+      for (int32_t p = 0; p < n_parts; ++p) items.push_back({static_cast<int32_t>(u), h, p, split});
+      n_parts_total += n_parts;
+    }
+  }
+  const size_t per_part = static_cast<size_t>(group) * c.head_dim;
+  if (part_acc_.size() < n_parts_total * per_part) {
+    part_acc_.resize(n_parts_total * per_part);
+    part_max_.resize(static_cast<size_t>(n_parts_total) * group);
+    part_sum_.resize(static_cast<size_t>(n_parts_total) * group);
+  }
+  const auto run_part = [&](const AttentionItem& it, float* scratch) {
+    const DecodeSplit& sp = splits[static_cast<size_t>(it.split)];
+    const AttentionWork& u = work_[static_cast<size_t>(it.unit)];
+    const BatchSequence& s = batch.sequences[static_cast<size_t>(u.sequence)];
+    const PagedHeadRow& row =
+        batch.rows[static_cast<size_t>(s.row_offset + layer * c.n_head_kv + it.head)];
+    GroupQueries queries;
+    queries.q = q_.data() + u.first * q_dim + static_cast<int64_t>(it.head) * group * c.head_dim;
+    queries.q_stride = q_dim;
+    queries.positions = batch.positions.data() + u.first;
+    queries.n_query = 1;
+    queries.group = group;
+    const int32_t begin = it.part * kDecodeSplitSlots;
+    const int32_t end = std::min(row.length, begin + kDecodeSplitSlots);
+    const size_t p = static_cast<size_t>(sp.first_part + it.part);
+    paged_attention_part(pool, row, queries, scale, begin, end, part_acc_.data() + p * per_part,
+                         part_max_.data() + p * group, part_sum_.data() + p * group, scratch);
+  };
+
+  const auto n_items = static_cast<int64_t>(items.size());
+  const auto n_splits = static_cast<int64_t>(splits.size());
 #pragma omp parallel
   {
     float* scratch = attn_scratch_.data() + omp_get_thread_num() * scratch_per_thread;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < n_items; ++item) {
-      run_unit(work_[static_cast<size_t>(item / c.n_head_kv)],
-               static_cast<int32_t>(item % c.n_head_kv), scratch);
+    for (int64_t i = 0; i < n_items; ++i) {
+      const AttentionItem& it = items[static_cast<size_t>(i)];
+      if (it.part < 0) {
+        run_unit(work_[static_cast<size_t>(it.unit)], it.head, scratch);
+      } else {
+        run_part(it, scratch);
+      }
+    }
+    if (n_splits > 0) {
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n_splits; ++i) {
+        const DecodeSplit& sp = splits[static_cast<size_t>(i)];
+        const AttentionWork& u = work_[static_cast<size_t>(sp.unit)];
+        const size_t p = static_cast<size_t>(sp.first_part);
+        merge_attention_parts(sp.n_parts, group, c.head_dim, part_acc_.data() + p * per_part,
+                              part_max_.data() + p * group, part_sum_.data() + p * group,
+                              attn_.data() + u.first * q_dim +
+                                  static_cast<int64_t>(sp.head) * group * c.head_dim);
+      }
     }
   }
 }

@@ -11,7 +11,12 @@
 //   -> store k, v into each sequence's head rows (paged_kv_store through the planned views)
 //   -> paged attention per planned work unit (kernels/paged_attention.h): query tiles of up to
 //      32 tokens per KV head (paged_attention_tiled), or per query for decode tokens and
-//      observing prompt queries (paged_attention, which also accumulates the decode metric)
+//      observing prompt queries (paged_attention, which also accumulates the decode metric);
+//      a decode token that accumulates no metric and whose row is longer than
+//      kDecodeSplitSlots is split into parts of that many slots run on any thread and merged
+//      in order (paged_attention_part, merge_attention_parts), so one long row keeps every
+//      core busy. The split depends on the row's length only, never on the batch or the
+//      thread count, so a sequence's bits do not depend on what it is batched with.
 //   -> attn [T, n_head*hd] -> wo -> x += ; rms_norm -> gate, up [T, n_ff] -> silu(gate)*up
 //   -> w_down -> x +=
 // then rms_norm and the output matrix for the tokens whose logits are wanted.
@@ -27,6 +32,10 @@
 #include "model/model.h"
 
 namespace kvc {
+
+// Slots per flash-decoding part: a part's fixed cost (one merge of group x head_dim floats)
+// is small against 512 K and V reads, and a 2K-token row already gives two threads 4 parts.
+inline constexpr int32_t kDecodeSplitSlots = 512;
 
 class ForwardPass {
  public:
@@ -64,6 +73,23 @@ class ForwardPass {
   std::vector<float> attn_scratch_;  // [threads, group * max_context]
   std::vector<float> logits_;     // [n_logits, n_vocab]
   std::vector<AttentionWork> work_;  // this step's attention plan, shared by every layer
+  // Flash-decoding parts of this layer's long decode rows (attention()): per part the
+  // unnormalized [group, head_dim] output, and per head its max and sum.
+  struct AttentionItem {
+    int32_t unit;   // index into work_
+    int32_t head;   // KV head
+    int32_t part;   // -1: the whole unit; else the part of a split row
+    int32_t split;  // index into splits_ (parts only)
+  };
+  struct DecodeSplit {
+    int32_t unit;
+    int32_t head;
+    int32_t n_parts;
+    int32_t first_part;  // offset in part_acc_ / part_max_ / part_sum_, in parts
+  };
+  std::vector<AttentionItem> items_;  // this layer's parallel attention loop
+  std::vector<DecodeSplit> splits_;
+  std::vector<float> part_acc_, part_max_, part_sum_;
   MatmulScratch matmul_scratch_;
   double attention_seconds_ = 0.0;
 };

@@ -239,8 +239,9 @@ inline void group_scores(const PagedKvPool& pool, const float* q, const int64_t*
   }
 }
 
-// p[0, n) = softmax(p) in place (-inf -> 0), 8 lanes at a time.
-inline void softmax_row(float* p, int32_t n) {
+// p[0, n) = e^(p - max) in place (-inf -> 0), 8 lanes at a time; returns max (-inf when
+// nothing is visible: then every p is 0 and *sum is 0) and the sum of the exponentials.
+inline float exp_row(float* p, int32_t n, float* sum_out) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const __m256 neg_inf8 = _mm256_set1_ps(kNegInf);
   __m256 max8 = neg_inf8;
@@ -250,7 +251,8 @@ inline void softmax_row(float* p, int32_t n) {
   for (; s < n; ++s) max = p[s] > max ? p[s] : max;
   if (max == kNegInf) {  // nothing visible
     for (s = 0; s < n; ++s) p[s] = 0.0f;
-    return;
+    *sum_out = 0.0f;
+    return max;
   }
   max8 = _mm256_set1_ps(max);
   __m256 sum8 = _mm256_setzero_ps();
@@ -266,6 +268,15 @@ inline void softmax_row(float* p, int32_t n) {
     p[s] = p[s] == kNegInf ? 0.0f : std::exp(p[s] - max);
     sum += p[s];
   }
+  *sum_out = sum;
+  return max;
+}
+
+// p[0, n) = softmax(p) in place (-inf -> 0), 8 lanes at a time.
+inline void softmax_row(float* p, int32_t n) {
+  float sum = 0.0f;
+  if (exp_row(p, n, &sum) == -std::numeric_limits<float>::infinity()) return;
+  int32_t s = 0;
   const float inv = 1.0f / sum;
   const __m256 inv8 = _mm256_set1_ps(inv);
   for (s = 0; s + 8 <= n; s += 8) _mm256_storeu_ps(p + s, _mm256_mul_ps(inv8, _mm256_loadu_ps(p + s)));
@@ -335,7 +346,51 @@ void attend_queries(const PagedKvPool& pool, const PagedHeadRow& row, const Grou
   }
 }
 
+// One query over row slots [begin, end), unnormalized (paged_attention_part's contract).
+template <int G>
+void attend_part(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                 float scale, int32_t begin, int32_t end, float* acc, float* max, float* sum,
+                 float* scratch) {
+  constexpr int kSlots = G <= 3 ? 4 : 1;
+  const int32_t n = end - begin;
+  const int32_t d = pool.head_dim;
+  int64_t slot[kSlotChunk];
+  bool visible[kSlotChunk];
+  const int32_t qpos = queries.positions[0];
+  for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
+    const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
+    resolve_slots(pool, row, begin + c0, count, qpos, slot, visible);
+    int32_t j = 0;
+    for (; j + kSlots <= count; j += kSlots) {
+      group_scores<G, kSlots>(pool, queries.q, slot + j, visible + j, n, scale, scratch + c0 + j);
+    }
+    for (; j < count; ++j) group_scores<G, 1>(pool, queries.q, slot + j, visible + j, n, scale, scratch + c0 + j);
+  }
+  for (int g = 0; g < G; ++g) max[g] = exp_row(scratch + static_cast<int64_t>(g) * n, n, sum + g);
+  for (int32_t i = 0; i < G * d; i += 8) _mm256_storeu_ps(acc + i, _mm256_setzero_ps());
+  for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
+    const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
+    resolve_slots(pool, row, begin + c0, count, qpos, slot, visible);
+    group_values<G>(pool, scratch + c0, n, slot, visible, count, acc);
+  }
+}
+
 }  // namespace
+
+void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
+                          const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                          float* acc, float* max, float* sum, float* scratch) {
+  switch (queries.group) {
+    case 1: return attend_part<1>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    case 2: return attend_part<2>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    case 3: return attend_part<3>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    case 4: return attend_part<4>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    case 5: return attend_part<5>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    case 6: return attend_part<6>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    case 7: return attend_part<7>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    default: return attend_part<8>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+  }
+}
 
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                      float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,

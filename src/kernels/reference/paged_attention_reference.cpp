@@ -70,6 +70,46 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
   }
 }
 
+void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
+                          const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                          float* acc, float* max, float* sum, float* scratch) {
+  const int32_t d = pool.head_dim;
+  const int32_t n = end - begin;
+  const int32_t qpos = queries.positions[0];
+  const auto slot_of = [&](int32_t s) {
+    return static_cast<int64_t>(row.block_table[s / pool.block_size]) * pool.block_size +
+           s % pool.block_size;
+  };
+  for (int32_t g = 0; g < queries.group; ++g) {
+    const float* q = queries.q + static_cast<int64_t>(g) * d;
+    float* p = scratch + static_cast<int64_t>(g) * n;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int32_t s = 0; s < n; ++s) {
+      const int64_t slot = slot_of(begin + s);
+      if (pool.positions[slot] > qpos) {
+        p[s] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      float dot = 0.0f;
+      for (int32_t i = 0; i < d; ++i) dot += q[i] * load(pool, pool.k, slot * d + i);
+      p[s] = dot * scale;
+      m = std::max(m, p[s]);
+    }
+    float* a = acc + static_cast<int64_t>(g) * d;
+    for (int32_t i = 0; i < d; ++i) a[i] = 0.0f;
+    max[g] = m;
+    double total = 0.0;
+    for (int32_t s = 0; s < n; ++s) {
+      if (std::isinf(p[s])) continue;
+      const float e = std::exp(p[s] - m);
+      total += e;
+      const int64_t slot = slot_of(begin + s);
+      for (int32_t i = 0; i < d; ++i) a[i] += e * load(pool, pool.v, slot * d + i);
+    }
+    sum[g] = static_cast<float>(total);
+  }
+}
+
 // Chunked online softmax, per query row m = t * group + g: after each chunk of slots,
 // out_m = sum_s exp(score_s - max_m) v_s and sum_m = sum_s exp(score_s - max_m) over the slots
 // seen so far; a larger max rescales both by exp(old_max - new_max). out_m / sum_m at the end.
