@@ -11,6 +11,8 @@ Cases (tokens/s, higher is better):
   batchN    N sequences of 512 prompt tokens decoding 64 tokens side by side: decode tokens/s
             of all sequences (llama-batched-bench -npp 512 -ntg 64 -npl N, S_TG;
             kvc bench --serving, decode_only_tokens_per_second).
+tg rows also show kvc's memory-bandwidth bound (kvc bench: weight + KV bytes a decode token
+reads, over this machine's measured copy bandwidth) and kvc's share of it.
 Each llama.cpp row is the better of flash attention on and off in that round. Every process's
 peak resident memory is read by /usr/bin/time. Rounds alternate which engine goes first; the
 table shows medians over rounds. Only ratios within one run mean anything on a shared machine.
@@ -52,7 +54,9 @@ def kvc_case(args, case: str) -> tuple[float, float]:
         depth = int(case[3:])
         out, rss = run(base + ["--prompt-tokens", str(max(depth, 1)), "--gen-tokens", str(GEN),
                                "--repeat", "1", "-b", "512"])
-        return json.loads(out.splitlines()[-1])["decode_tokens_per_second"], rss
+        row = json.loads(out.splitlines()[-1])
+        args.bounds.setdefault(case, []).append(row["decode_bound_tokens_per_second"])
+        return row["decode_tokens_per_second"], rss
     if case.startswith("batch"):
         n = int(case[5:])
         kv_mib = n * (BATCH_PROMPT + GEN + 16) * args.kv_bytes_per_token / 2**20 * 1.25
@@ -115,6 +119,7 @@ def main() -> None:
     args.n_ctx = int(info["context_length"])
     args.kv_bytes_per_token = int(info["kv_bytes_per_token_f16"])
     cases = [c for c in args.cases.split(",") if c]
+    args.bounds = {}  # tg@D -> kvc's memory-bandwidth bound per round
     for c in cases:
         if c.startswith("pp") and int(c[2:]) > args.n_ctx or c.startswith("tg@") and int(c[3:]) + GEN + 1 > args.n_ctx:
             sys.exit(f"{c} does not fit the model's context of {args.n_ctx} tokens")
@@ -149,6 +154,10 @@ def main() -> None:
                      "llama_cpp_peak_rss_mib": round(max(res["llama_rss"]), 1),
                      "rounds": args.rounds, "kvc_runs": [round(x, 2) for x in res["kvc"]],
                      "llama_cpp_runs": [round(x, 2) for x in res["llama"]]})
+        if c in args.bounds:
+            bound = statistics.median(args.bounds[c])
+            rows[-1]["bandwidth_bound"] = round(bound, 2)
+            rows[-1]["kvc_share_of_bound"] = round(k / bound, 3)
     header = {"cpu": cpu_model(), "kvc_kernels": info.get("cpu_kernels"), "threads": args.threads,
               "model": os.path.basename(args.model), "llama_cpp": f"llama-cpp-python 0.3.36 sdist, {args.llama_flags}"}
     if args.save:
@@ -163,11 +172,14 @@ def main() -> None:
           f"model: {header['model']}")
     print(f"llama.cpp: {header['llama_cpp']}; medians of {args.rounds} interleaved rounds")
     print()
-    print("| case | kvc tok/s | llama.cpp tok/s (best fa) | kvc / llama.cpp | kvc peak RSS MiB | llama.cpp peak RSS MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| case | kvc tok/s | llama.cpp tok/s (best fa) | kvc / llama.cpp | memory-bandwidth bound tok/s (kvc's share) "
+          "| kvc peak RSS MiB | llama.cpp peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
+        bound = (f"{row['bandwidth_bound']:.1f} ({100 * row['kvc_share_of_bound']:.0f}%)"
+                 if "bandwidth_bound" in row else "-")
         print(f"| {row['case']} | {row['kvc']:.1f} | {row['llama_cpp']:.1f} (fa {row['llama_cpp_flash_attn']}) "
-              f"| {row['ratio']:.2f} | {row['kvc_peak_rss_mib']:.0f} | {row['llama_cpp_peak_rss_mib']:.0f} |")
+              f"| {row['ratio']:.2f} | {bound} | {row['kvc_peak_rss_mib']:.0f} | {row['llama_cpp_peak_rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "kernels/quant.h"
 #include "cli/common_options.h"
+#include "cli/memory_bound.h"
 #include "engine/engine.h"
 #include "util/error.h"
 
@@ -47,6 +48,7 @@ void run_bench(const BenchOptions& o) {
 
   std::vector<double> prefill_tps, decode_tps, compress_ms;
   double kv_mib = 0, full_mib = 0;
+  int64_t kv_retained = 0;
   for (int32_t r = 0; r < o.repeat + 1; ++r) {  // run 0 warms caches and page-ins
     RequestStats stats;
     Request run = request;
@@ -58,6 +60,7 @@ void run_bench(const BenchOptions& o) {
     decode_tps.push_back(stats.decode_tokens_per_second());
     compress_ms.push_back(stats.compress_seconds * 1e3);
     kv_mib = stats.kv_bytes / 1048576.0;
+    kv_retained = stats.kv_retained;
     full_mib = stats.full_cache_bytes / 1048576.0;
     if (!o.json) {
       std::fprintf(stderr, "run %d: prefill %.1f tok/s, decode %.1f tok/s, compression %.1f ms\n",
@@ -68,6 +71,15 @@ void run_bench(const BenchOptions& o) {
   std::sort(decode_tps.begin(), decode_tps.end());
   const double prefill_median = prefill_tps[prefill_tps.size() / 2];
   const double decode_median = decode_tps[decode_tps.size() / 2];
+  // The decode's memory-bandwidth bound at its mean row length (the rows end with
+  // kv_retained / rows KVs and grew by one per generated token).
+  const double rows = static_cast<double>(mc.n_layer) * mc.n_head_kv;
+  const double mean_context =
+      std::max(1.0, static_cast<double>(kv_retained) / rows - o.gen_tokens / 2.0);
+  const size_t kv_bytes = engine.cache().pool().block_bytes() / engine.config().block_size;
+  const double bytes_per_token = decode_bytes_per_token(*model, mean_context, kv_bytes);
+  const double bandwidth = copy_bandwidth_bytes_per_second();
+  const double bound = bandwidth / bytes_per_token;
   if (o.json) {
     nlohmann::json j;
     j["engine"] = "kvc";
@@ -84,6 +96,9 @@ void run_bench(const BenchOptions& o) {
     j["compress_ms"] = compress_ms;
     j["kv_mib_at_end"] = kv_mib;
     j["full_cache_mib_at_end"] = full_mib;
+    j["copy_bandwidth_gb_per_s"] = bandwidth / 1e9;
+    j["decode_bytes_per_token"] = bytes_per_token;
+    j["decode_bound_tokens_per_second"] = bound;
     std::cout << j.dump() << "\n";
   } else {
     std::printf("prefill (%d tokens): %.1f tok/s   decode (%d tokens): %.1f tok/s   (median of %d, "
@@ -91,6 +106,9 @@ void run_bench(const BenchOptions& o) {
                 "KV cache at the end: %.2f MiB (full cache: %.2f MiB) with %s\n",
                 o.prompt_tokens, prefill_median, o.gen_tokens, decode_median, o.repeat,
                 cpu_kernel_isa(), kv_mib, full_mib, describe(compression).c_str());
+    std::printf("memory-bandwidth bound of this decode: %.1f tok/s (%.1f MB per token at a copy "
+                "bandwidth of %.1f GB/s); measured: %.0f%% of it\n",
+                bound, bytes_per_token / 1e6, bandwidth / 1e9, 100.0 * decode_median / bound);
   }
 }
 
