@@ -52,10 +52,12 @@ def kvc_case(args, case: str) -> tuple[float, float]:
         return json.loads(out.splitlines()[-1])["prefill_tokens_per_second"], rss
     if case.startswith("tg@"):
         depth = int(case[3:])
+        # --no-bandwidth: the copy-bandwidth measurement would add its buffers to the peak RSS;
+        # the bound uses the bandwidth measured once at the start instead.
         out, rss = run(base + ["--prompt-tokens", str(max(depth, 1)), "--gen-tokens", str(GEN),
-                               "--repeat", "1", "-b", "512"])
+                               "--repeat", "1", "-b", "512", "--no-bandwidth"])
         row = json.loads(out.splitlines()[-1])
-        args.bounds.setdefault(case, []).append(row["decode_bound_tokens_per_second"])
+        args.bounds.setdefault(case, []).append(args.bandwidth / row["decode_bytes_per_token"])
         return row["decode_tokens_per_second"], rss
     if case.startswith("batch"):
         n = int(case[5:])
@@ -120,6 +122,9 @@ def main() -> None:
     args.kv_bytes_per_token = int(info["kv_bytes_per_token_f16"])
     cases = [c for c in args.cases.split(",") if c]
     args.bounds = {}  # tg@D -> kvc's memory-bandwidth bound per round
+    out, _ = run([args.kvc, "bench", "-m", args.model, "-t", str(args.threads), "--json",
+                  "--prompt-tokens", "1", "--gen-tokens", "1", "--repeat", "1"])
+    args.bandwidth = json.loads(out.splitlines()[-1])["copy_bandwidth_gb_per_s"] * 1e9
     for c in cases:
         if c.startswith("pp") and int(c[2:]) > args.n_ctx or c.startswith("tg@") and int(c[3:]) + GEN + 1 > args.n_ctx:
             sys.exit(f"{c} does not fit the model's context of {args.n_ctx} tokens")
@@ -159,6 +164,7 @@ def main() -> None:
             rows[-1]["bandwidth_bound"] = round(bound, 2)
             rows[-1]["kvc_share_of_bound"] = round(k / bound, 3)
     header = {"cpu": cpu_model(), "kvc_kernels": info.get("cpu_kernels"), "threads": args.threads,
+              "copy_bandwidth_gb_per_s": round(args.bandwidth / 1e9, 2),
               "model": os.path.basename(args.model), "llama_cpp": f"llama-cpp-python 0.3.36 sdist, {args.llama_flags}"}
     if args.save:
         with open(args.save, "w") as f:
@@ -170,7 +176,8 @@ def main() -> None:
         return
     print(f"CPU: {header['cpu']}; kvc kernels: {header['kvc_kernels']}; threads: {args.threads}; "
           f"model: {header['model']}")
-    print(f"llama.cpp: {header['llama_cpp']}; medians of {args.rounds} interleaved rounds")
+    print(f"llama.cpp: {header['llama_cpp']}; medians of {args.rounds} interleaved rounds; "
+          f"copy bandwidth {args.bandwidth / 1e9:.1f} GB/s")
     print()
     print("| case | kvc tok/s | llama.cpp tok/s (best fa) | kvc / llama.cpp | memory-bandwidth bound tok/s (kvc's share) "
           "| kvc peak RSS MiB | llama.cpp peak RSS MiB |")

@@ -58,8 +58,12 @@ void write_prefill_metrics(PagedKvCache& cache, SequenceId seq, const Observatio
         const float* raw = scores.head(layer, h * group_size + g);
         for (int32_t i = 0; i < n; ++i) {
           float m = raw[order[i]];
-          for (int32_t j = i - 1; j >= 0 && pos[i] - pos[j] <= half; --j) m = std::max(m, raw[order[j]]);
-          for (int32_t j = i + 1; j < n && pos[j] - pos[i] <= half; ++j) m = std::max(m, raw[order[j]]);
+          for (int32_t j = i - 1; j >= 0 && pos[i] - pos[j] <= half; --j) {
+            m = std::max(m, raw[order[j]]);
+          }
+          for (int32_t j = i + 1; j < n && pos[j] - pos[i] <= half; ++j) {
+            m = std::max(m, raw[order[j]]);
+          }
           pooled[i] = m;
         }
         if (!span_start.empty()) {

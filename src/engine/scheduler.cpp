@@ -23,9 +23,11 @@ int64_t Engine::prefill_blocks(const CompressionConfig& c, int64_t prompt_len) c
   // (protected window and sinks of every row) need more; the next chunk adds at most
   // ceil(chunk / bs) blocks to each row.
   const int64_t budget = target_blocks(c.budget, prompt_len, cache_, -1);
-  const int64_t kept = c.planner.protected_window + std::max(c.planner.sink_tokens, c.streaming_sinks);
+  const int64_t kept =
+      c.planner.protected_window + std::max(c.planner.sink_tokens, c.streaming_sinks);
   const int64_t floor = rows * ((kept + bs - 1) / bs);
-  return std::min(uncompressed, std::max(budget, floor) + rows * ((c.compress_chunk + bs - 1) / bs));
+  const int64_t chunk = rows * ((c.compress_chunk + bs - 1) / bs);
+  return std::min(uncompressed, std::max(budget, floor) + chunk);
 }
 
 int64_t Engine::admission_blocks(const Sequence& s) const {

@@ -88,7 +88,8 @@ void Engine::start_sequence(Sequence& s) {
 void Engine::update_reservation(Sequence& s) {
   s.reserved_blocks = s.prompt_done || s.parent >= 0
                           ? 0
-                          : std::max<int64_t>(0, s.prefill_blocks - cache_.owned_blocks(s.cache_seq));
+                          : std::max<int64_t>(
+                                0, s.prefill_blocks - cache_.owned_blocks(s.cache_seq));
 }
 
 void Engine::run_batch(const std::vector<StepEntry>& entries) {
@@ -187,7 +188,8 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
 CompressionResult Engine::compress(Sequence& s, int64_t max_blocks, bool pressure) {
   // A compression rate applies to the tokens seen so far (the prompt, or its chunks so far).
   const int64_t tokens = s.prompt_done ? s.prompt_len : s.n_computed;
-  const CompressionResult r = compress_sequence(cache_, s.cache_seq, tokens, s.compression, max_blocks);
+  const CompressionResult r =
+      compress_sequence(cache_, s.cache_seq, tokens, s.compression, max_blocks);
   ++s.stats.compressions;
   s.stats.compress_seconds += r.plan_seconds + r.compact_seconds;
   ++metrics_.compressions;
@@ -227,7 +229,9 @@ void Engine::compress_prefill_chunk(Sequence& s) {
   // (its scores meet the metric this pass left, docs/design.md §5).
   std::fill(s.observation.begin(), s.observation.end(), 0.0f);
   s.compress_at = std::min(s.prompt_len, s.n_computed + s.compression.compress_chunk);
-  if (s.policy_observer >= 0) s.observers[static_cast<size_t>(s.policy_observer)].last_position = s.compress_at - 1;
+  if (s.policy_observer >= 0) {
+    s.observers[static_cast<size_t>(s.policy_observer)].last_position = s.compress_at - 1;
+  }
   update_reservation(s);
 }
 
