@@ -47,6 +47,7 @@ struct CompressionConfig {
   int32_t group_size = 1;          // query heads per KV head (the engine sets it from the model)
 
   bool compresses() const { return policy != KvPolicy::kFull; }
+  bool compresses_during_prefill() const { return compresses() && compress_chunk > 0; }
 };
 
 // Throws kvc::Error naming the bad option (values come from the CLI or requests). h2o, snapkv,

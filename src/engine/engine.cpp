@@ -86,13 +86,14 @@ void Engine::validate(const Request& r) const {
   }
   if (r.max_tokens < 0) fail("max_tokens must be >= 0, got {}", r.max_tokens);
   validate_compression_config(r.compression);
-  const int32_t chunk = r.compression.compresses() ? r.compression.compress_chunk : 0;
-  if (chunk > 0 && (r.hold || !r.extra_observers.empty())) {
+  const bool chunked = r.compression.compresses_during_prefill();
+  const int32_t chunk = r.compression.compress_chunk;
+  if (chunked && (r.hold || !r.extra_observers.empty())) {
     fail("compression during prefill (compress_chunk) cannot hold a sequence for forks");
   }
   const int64_t needed = prefill_blocks(r.compression, n);
   if (needed > cache_.pool().num_blocks()) {
-    if (chunk > 0 && n > chunk) {
+    if (chunked && n > chunk) {
       fail("the prompt needs {} KV blocks (its budget plus one chunk of {} tokens on every head "
            "row); the pool has {} (raise --kv-budget or lower the chunk, compress_chunk)",
            needed, chunk, cache_.pool().num_blocks());
@@ -115,7 +116,7 @@ RequestId Engine::submit(Request request) {
 RequestId Engine::fork(RequestId parent, Request request) {
   request.compression.group_size = model_.config().group_size();
   validate_compression_config(request.compression);
-  if (request.compression.compresses() && request.compression.compress_chunk > 0) {
+  if (request.compression.compresses_during_prefill()) {
     fail("a fork starts from a finished prefill: compression during prefill needs a request "
          "of its own");
   }

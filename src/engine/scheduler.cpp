@@ -15,7 +15,7 @@ int64_t Engine::prefill_blocks(const CompressionConfig& c, int64_t prompt_len) c
   const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
   const int64_t bs = config_.block_size;
   const int64_t uncompressed = rows * ((prompt_len + bs - 1) / bs);
-  if (!c.compresses() || c.compress_chunk == 0 || prompt_len <= c.compress_chunk) {
+  if (!c.compresses_during_prefill() || prompt_len <= c.compress_chunk) {
     return uncompressed;
   }
   // After each chunk's compression a sequence owns at most its budget then (<= the budget at
@@ -39,7 +39,7 @@ int64_t Engine::admission_blocks(const Sequence& s) const {
   const int64_t bs = config_.block_size;
   const auto n = static_cast<int64_t>(s.tokens.size());
   const int64_t uncompressed = rows * ((n + bs - 1) / bs);
-  if (s.compression.compress_chunk == 0) return uncompressed;
+  if (!s.compression.compresses_during_prefill()) return uncompressed;
   const int64_t replay = n - s.prompt_len;
   return std::min(uncompressed,
                   prefill_blocks(s.compression, s.prompt_len) + rows * ((replay + bs - 1) / bs));

@@ -64,7 +64,7 @@ void Engine::start_sequence(Sequence& s) {
   s.observers.clear();
   s.policy_observer = -1;
   // With compression during prefill the policy's window observes the end of each chunk.
-  s.compress_at = s.compression.compresses() && s.compression.compress_chunk > 0
+  s.compress_at = s.compression.compresses_during_prefill()
                       ? std::min(s.prompt_len, s.compression.compress_chunk)
                       : s.prompt_len;
   const ObservationOptions own = policy_observer(s.compression, s.compress_at - 1);
@@ -246,7 +246,7 @@ void Engine::post_prefill(Sequence& s) {
     const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
     write_observed_metrics(s);
     CompressionResult r = compress(s, INT64_MAX, false);
-    if (s.compression.compress_chunk > 0) {
+    if (s.compression.compresses_during_prefill()) {
       // Report against the uncompressed prompt, not the last chunk.
       r.kvs_before = rows * s.prompt_len;
       r.blocks_before = rows * ((s.prompt_len + config_.block_size - 1) / config_.block_size);

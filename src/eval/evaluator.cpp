@@ -149,7 +149,7 @@ std::vector<ObservationOptions> observers_of(std::span<const PolicyVariant> vari
   for (const PolicyVariant& v : variants) {
     const CompressionConfig& c = v.config;
     if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) continue;
-    if (c.compress_chunk > 0) continue;  // prefills on its own
+    if (c.compresses_during_prefill()) continue;  // prefills on its own
     const ObservationOptions o{c.metric, c.observation_window, -1, c.full_observation,
                                c.observation_buffer};
     const bool known = std::any_of(out.begin(), out.end(), [&](const ObservationOptions& x) {
@@ -279,7 +279,7 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   // from a prefill of its own.
   const auto start_setting = [&](RequestId base, const std::vector<int32_t>& prompt,
                                  Request r) {
-    if (r.compression.compresses() && r.compression.compress_chunk > 0) {
+    if (r.compression.compresses_during_prefill()) {
       r.prompt = prompt;
       engine.submit(std::move(r));
     } else {
@@ -323,7 +323,7 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
       fork.on_finish = [&, k](const RequestResult& result) {
         TaskRecord& rec = records[k];
         rec.fork = fork_stats(result, mc, kBlockSize, block_bytes,
-                                    runs[k].variant->config.compress_chunk > 0);
+                                    runs[k].variant->config.compresses_during_prefill());
         rec.decode_seconds = result.stats.decode_seconds;
         rec.prediction = tok.decode(result.tokens, false);
         rec.generated_tokens = static_cast<int32_t>(result.tokens.size());
@@ -416,7 +416,7 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
         };
         fork.on_finish = [&, k](const RequestResult& result) {
           records[k].fork = fork_stats(result, mc, kBlockSize, block_bytes,
-                                    runs[k].variant->config.compress_chunk > 0);
+                                    runs[k].variant->config.compresses_during_prefill());
           ++done;
           progress(fmt::format("{} {}", label, setting_name(runs[k])));
         };

@@ -15,6 +15,31 @@ float load(const PagedKvPool& pool, const void* base, int64_t index) {
                                              : static_cast<const float*>(base)[index];
 }
 
+int64_t slot_of(const PagedKvPool& pool, const PagedHeadRow& row, int32_t s) {
+  return static_cast<int64_t>(row.block_table[s / pool.block_size]) * pool.block_size +
+         s % pool.block_size;
+}
+
+// p[j] = scale * q . k for row slots [begin, begin + n) visible from qpos, -inf for the others;
+// returns the largest visible score (-inf when none is).
+float scores(const PagedKvPool& pool, const PagedHeadRow& row, const float* q, int32_t qpos,
+             float scale, int32_t begin, int32_t n, float* p) {
+  const int32_t d = pool.head_dim;
+  float max = -std::numeric_limits<float>::infinity();
+  for (int32_t s = 0; s < n; ++s) {
+    const int64_t slot = slot_of(pool, row, begin + s);
+    if (pool.positions[slot] > qpos) {
+      p[s] = -std::numeric_limits<float>::infinity();
+      continue;
+    }
+    float dot = 0.0f;
+    for (int32_t i = 0; i < d; ++i) dot += q[i] * load(pool, pool.k, slot * d + i);
+    p[s] = dot * scale;
+    max = std::max(max, p[s]);
+  }
+  return max;
+}
+
 }  // namespace
 
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
@@ -27,19 +52,7 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
     for (int32_t g = 0; g < queries.group; ++g) {
       const float* q = queries.q + t * queries.q_stride + static_cast<int64_t>(g) * d;
       float* p = scratch + static_cast<int64_t>(g) * n;
-      float max = -std::numeric_limits<float>::infinity();
-      for (int32_t s = 0; s < n; ++s) {
-        const int64_t slot = static_cast<int64_t>(row.block_table[s / pool.block_size]) *
-                                 pool.block_size + s % pool.block_size;
-        if (pool.positions[slot] > qpos) {
-          p[s] = -std::numeric_limits<float>::infinity();
-          continue;
-        }
-        float dot = 0.0f;
-        for (int32_t i = 0; i < d; ++i) dot += q[i] * load(pool, pool.k, slot * d + i);
-        p[s] = dot * scale;
-        max = std::max(max, p[s]);
-      }
+      const float max = scores(pool, row, q, qpos, scale, 0, n, p);
       double sum = 0.0;
       for (int32_t s = 0; s < n; ++s) {
         p[s] = std::isinf(p[s]) ? 0.0f : std::exp(p[s] - max);
@@ -50,15 +63,13 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
       for (int32_t s = 0; s < n; ++s) {
         p[s] = static_cast<float>(p[s] / sum);
         if (p[s] == 0.0f) continue;
-        const int64_t slot = static_cast<int64_t>(row.block_table[s / pool.block_size]) *
-                                 pool.block_size + s % pool.block_size;
+        const int64_t slot = slot_of(pool, row, s);
         for (int32_t i = 0; i < d; ++i) o[i] += p[s] * load(pool, pool.v, slot * d + i);
       }
     }
     if (accumulation != MetricAccumulation::kNone && pool.metric != nullptr) {
       for (int32_t s = 0; s < n; ++s) {
-        const int64_t slot = static_cast<int64_t>(row.block_table[s / pool.block_size]) *
-                                 pool.block_size + s % pool.block_size;
+        const int64_t slot = slot_of(pool, row, s);
         float add = 0.0f;
         for (int32_t g = 0; g < queries.group; ++g) {
           const float p = scratch[static_cast<int64_t>(g) * n + s];
@@ -76,25 +87,10 @@ void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
   const int32_t d = pool.head_dim;
   const int32_t n = end - begin;
   const int32_t qpos = queries.positions[0];
-  const auto slot_of = [&](int32_t s) {
-    return static_cast<int64_t>(row.block_table[s / pool.block_size]) * pool.block_size +
-           s % pool.block_size;
-  };
   for (int32_t g = 0; g < queries.group; ++g) {
     const float* q = queries.q + static_cast<int64_t>(g) * d;
     float* p = scratch + static_cast<int64_t>(g) * n;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int32_t s = 0; s < n; ++s) {
-      const int64_t slot = slot_of(begin + s);
-      if (pool.positions[slot] > qpos) {
-        p[s] = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      float dot = 0.0f;
-      for (int32_t i = 0; i < d; ++i) dot += q[i] * load(pool, pool.k, slot * d + i);
-      p[s] = dot * scale;
-      m = std::max(m, p[s]);
-    }
+    const float m = scores(pool, row, q, qpos, scale, begin, n, p);
     float* a = acc + static_cast<int64_t>(g) * d;
     for (int32_t i = 0; i < d; ++i) a[i] = 0.0f;
     max[g] = m;
@@ -103,7 +99,7 @@ void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
       if (std::isinf(p[s])) continue;
       const float e = std::exp(p[s] - m);
       total += e;
-      const int64_t slot = slot_of(begin + s);
+      const int64_t slot = slot_of(pool, row, begin + s);
       for (int32_t i = 0; i < d; ++i) a[i] += e * load(pool, pool.v, slot * d + i);
     }
     sum[g] = static_cast<float>(total);
@@ -136,9 +132,7 @@ void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
     int32_t kpos[kChunk];
     int64_t slots[kChunk];
     for (int32_t j = 0; j < nc; ++j) {
-      const int32_t s = c0 + j;
-      slots[j] = static_cast<int64_t>(row.block_table[s / pool.block_size]) * pool.block_size +
-                 s % pool.block_size;
+      slots[j] = slot_of(pool, row, c0 + j);
       kpos[j] = pool.positions[slots[j]];
     }
     if (*std::min_element(kpos, kpos + nc) > max_qpos) continue;  // all in the tile's future
