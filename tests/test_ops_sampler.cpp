@@ -25,9 +25,14 @@ TEST(Ops, RopeRotatesPairsByPositionTimesFrequency) {
   for (int i = 0; i < d / 2; ++i) inv_freq[i] = std::pow(theta, -2.0f * i / d);
   std::vector<float> x(d);
   for (int i = 0; i < d; ++i) x[i] = 0.1f * (i + 1);
+  const auto rotate = [&](std::vector<float>& y, int32_t rope_dims, int32_t p, RopeStyle style) {
+    std::vector<float> cos_sin(static_cast<size_t>(rope_dims));
+    rope_angles(p, inv_freq.data(), rope_dims, cos_sin.data());
+    apply_rope(y.data(), 1, d, rope_dims, cos_sin.data(), style);
+  };
   for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
     std::vector<float> y = x;
-    apply_rope(y.data(), 1, d, d, pos, inv_freq.data(), style);
+    rotate(y, d, pos, style);
     for (int i = 0; i < d / 2; ++i) {
       const int a = style == RopeStyle::kAdjacentPairs ? 2 * i : i;
       const int b = style == RopeStyle::kAdjacentPairs ? 2 * i + 1 : i + d / 2;
@@ -39,10 +44,10 @@ TEST(Ops, RopeRotatesPairsByPositionTimesFrequency) {
   }
   // Position 0 is the identity; partial rotary dims leave the tail untouched.
   std::vector<float> y = x;
-  apply_rope(y.data(), 1, d, d, 0, inv_freq.data(), RopeStyle::kAdjacentPairs);
+  rotate(y, d, 0, RopeStyle::kAdjacentPairs);
   for (int i = 0; i < d; ++i) EXPECT_FLOAT_EQ(y[i], x[i]);
   y = x;
-  apply_rope(y.data(), 1, d, 4, 3, inv_freq.data(), RopeStyle::kAdjacentPairs);
+  rotate(y, 4, 3, RopeStyle::kAdjacentPairs);
   for (int i = 4; i < d; ++i) EXPECT_FLOAT_EQ(y[i], x[i]);
 }
 

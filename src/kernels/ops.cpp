@@ -11,15 +11,23 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t n, float 
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
-void apply_rope(float* x, int32_t n_heads, int32_t head_dim, int32_t rope_dims, int32_t pos,
-                const float* inv_freq, RopeStyle style) {
+void rope_angles(int32_t pos, const float* inv_freq, int32_t rope_dims, float* cos_sin) {
+  const int32_t half = rope_dims / 2;
+  for (int32_t i = 0; i < half; ++i) {
+    const float angle = static_cast<float>(pos) * inv_freq[i];
+    cos_sin[i] = std::cos(angle);
+    cos_sin[half + i] = std::sin(angle);
+  }
+}
+
+void apply_rope(float* x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
+                const float* cos_sin, RopeStyle style) {
   const int32_t half = rope_dims / 2;
   for (int32_t h = 0; h < n_heads; ++h) {
     float* head = x + static_cast<int64_t>(h) * head_dim;
     for (int32_t i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(pos) * inv_freq[i];
-      const float c = std::cos(angle);
-      const float s = std::sin(angle);
+      const float c = cos_sin[i];
+      const float s = cos_sin[half + i];
       const int32_t a = style == RopeStyle::kAdjacentPairs ? 2 * i : i;
       const int32_t b = style == RopeStyle::kAdjacentPairs ? 2 * i + 1 : i + half;
       const float x0 = head[a];

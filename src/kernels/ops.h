@@ -14,11 +14,16 @@ enum class RopeStyle {
   kHalves,         // rotates (x[i], x[i + d/2]): "neox" mode, used by qwen2
 };
 
-// Rotates `n_heads` heads of `head_dim` values in place for token position `pos`:
+// The rotation of token position `pos`: cos_sin[i] = cos(pos * inv_freq[i]) and
+// cos_sin[rope_dims / 2 + i] = sin(pos * inv_freq[i]) for i < rope_dims / 2.
+// inv_freq: [rope_dims / 2], inv_freq[i] = theta^(-2i / rope_dims). The forward pass computes
+// it once per token and step and applies it to q and k of every layer.
+void rope_angles(int32_t pos, const float* inv_freq, int32_t rope_dims, float* cos_sin);
+
+// Rotates `n_heads` heads of `head_dim` values in place by the rotation from rope_angles:
 // x: [n_heads, head_dim]. Only the first `rope_dims` values of each head rotate.
-// inv_freq: [rope_dims / 2], inv_freq[i] = theta^(-2i / rope_dims).
-void apply_rope(float* x, int32_t n_heads, int32_t head_dim, int32_t rope_dims, int32_t pos,
-                const float* inv_freq, RopeStyle style);
+void apply_rope(float* x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
+                const float* cos_sin, RopeStyle style);
 
 // gate[n] = silu(gate[n]) * up[n]
 void silu_mul(float* gate, const float* up, int64_t n);

@@ -35,6 +35,7 @@ ForwardPass::ForwardPass(const Model& model, int32_t max_batch_tokens, int32_t m
   proj_.resize(T * c.n_embd);
   gate_.resize(T * c.n_ff);
   up_.resize(T * c.n_ff);
+  rope_.resize(T * c.rope_dims);
   attn_scratch_.resize(static_cast<size_t>(omp_get_max_threads()) * c.group_size() *
                        static_cast<size_t>(max_context));
 }
@@ -65,54 +66,70 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
   const int64_t q_dim = static_cast<int64_t>(c.n_head) * c.head_dim;
   const int64_t kv_dim = static_cast<int64_t>(c.n_head_kv) * c.head_dim;
   const size_t embd_row = w.token_embd.row_stride();
+  // Per-token work runs on the worker threads once a step has enough tokens to share (a
+  // prefill chunk): left on one thread it would keep the others waiting at the next matmul.
+  // Each token's values are computed the same way either way, so bits never depend on it.
+  const bool split_tokens = T >= kParallelTokens;
+#pragma omp parallel for if (split_tokens)
   for (int32_t t = 0; t < T; ++t) {
     dequantize_row(w.token_embd.type,
                    w.token_embd.data + static_cast<size_t>(batch.tokens[t]) * embd_row,
                    x_.data() + t * E, E);
+    rope_angles(batch.positions[t], inv_freq_.data(), c.rope_dims,
+                rope_.data() + static_cast<int64_t>(t) * c.rope_dims);
   }
 
   for (int32_t layer = 0; layer < c.n_layer; ++layer) {
     const LayerWeights& l = w.layers[static_cast<size_t>(layer)];
+#pragma omp parallel for if (split_tokens)
     for (int32_t t = 0; t < T; ++t) {
       rms_norm(x_.data() + t * E, l.attn_norm.data(), xn_.data() + t * E, E, c.rms_eps);
     }
     matmul(l.wq, xn_.data(), E, T, q_.data(), q_dim, matmul_scratch_);
     matmul(l.wk, xn_.data(), E, T, k_.data(), kv_dim, matmul_scratch_);
     matmul(l.wv, xn_.data(), E, T, v_.data(), kv_dim, matmul_scratch_);
+#pragma omp parallel for if (split_tokens)
     for (int32_t t = 0; t < T; ++t) {
       if (c.qkv_bias) {
         add_inplace(q_.data() + t * q_dim, l.bq.data(), q_dim);
         add_inplace(k_.data() + t * kv_dim, l.bk.data(), kv_dim);
         add_inplace(v_.data() + t * kv_dim, l.bv.data(), kv_dim);
       }
-      apply_rope(q_.data() + t * q_dim, c.n_head, c.head_dim, c.rope_dims, batch.positions[t],
-                 inv_freq_.data(), c.rope_style);
-      apply_rope(k_.data() + t * kv_dim, c.n_head_kv, c.head_dim, c.rope_dims,
-                 batch.positions[t], inv_freq_.data(), c.rope_style);
+      const float* rope = rope_.data() + static_cast<int64_t>(t) * c.rope_dims;
+      apply_rope(q_.data() + t * q_dim, c.n_head, c.head_dim, c.rope_dims, rope, c.rope_style);
+      apply_rope(k_.data() + t * kv_dim, c.n_head_kv, c.head_dim, c.rope_dims, rope,
+                 c.rope_style);
     }
     const auto attention_start = std::chrono::steady_clock::now();
-    for (const BatchSequence& s : batch.sequences) {
-      for (int32_t h = 0; h < c.n_head_kv; ++h) {
-        const PagedHeadRow& row =
-            batch.rows[static_cast<size_t>(s.row_offset + layer * c.n_head_kv + h)];
-        const int64_t offset = s.first_token * kv_dim + static_cast<int64_t>(h) * c.head_dim;
-        paged_kv_store(pool, row, row.length - s.n_tokens, k_.data() + offset, kv_dim,
-                       v_.data() + offset, kv_dim, batch.positions.data() + s.first_token,
-                       s.n_tokens);
-      }
+    const auto n_stores = static_cast<int32_t>(batch.sequences.size()) * c.n_head_kv;
+#pragma omp parallel for if (split_tokens)
+    for (int32_t i = 0; i < n_stores; ++i) {
+      const BatchSequence& s = batch.sequences[static_cast<size_t>(i / c.n_head_kv)];
+      const int32_t h = i % c.n_head_kv;
+      const PagedHeadRow& row =
+          batch.rows[static_cast<size_t>(s.row_offset + layer * c.n_head_kv + h)];
+      const int64_t offset = s.first_token * kv_dim + static_cast<int64_t>(h) * c.head_dim;
+      paged_kv_store(pool, row, row.length - s.n_tokens, k_.data() + offset, kv_dim,
+                     v_.data() + offset, kv_dim, batch.positions.data() + s.first_token,
+                     s.n_tokens);
     }
     attention(pool, batch, layer);
     attention_seconds_ += seconds_since(attention_start);
     matmul(l.wo, attn_.data(), q_dim, T, proj_.data(), E, matmul_scratch_);
-    for (int32_t t = 0; t < T; ++t) add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
-
+#pragma omp parallel for if (split_tokens)
     for (int32_t t = 0; t < T; ++t) {
+      add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
       rms_norm(x_.data() + t * E, l.ffn_norm.data(), xn_.data() + t * E, E, c.rms_eps);
     }
     matmul(l.w_gate, xn_.data(), E, T, gate_.data(), c.n_ff, matmul_scratch_);
     matmul(l.w_up, xn_.data(), E, T, up_.data(), c.n_ff, matmul_scratch_);
-    silu_mul(gate_.data(), up_.data(), static_cast<int64_t>(T) * c.n_ff);
+#pragma omp parallel for if (split_tokens)
+    for (int32_t t = 0; t < T; ++t) {
+      silu_mul(gate_.data() + static_cast<int64_t>(t) * c.n_ff,
+               up_.data() + static_cast<int64_t>(t) * c.n_ff, c.n_ff);
+    }
     matmul(l.w_down, gate_.data(), c.n_ff, T, proj_.data(), E, matmul_scratch_);
+#pragma omp parallel for if (split_tokens)
     for (int32_t t = 0; t < T; ++t) add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
   }
 

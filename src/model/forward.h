@@ -36,6 +36,10 @@ namespace kvc {
 // Slots per flash-decoding part: a part's fixed cost (one merge of group x head_dim floats)
 // is small against 512 K and V reads, and a 2K-token row already gives two threads 4 parts.
 inline constexpr int32_t kDecodeSplitSlots = 512;
+// Steps of at least this many tokens run their per-token work (norms, RoPE, KV stores,
+// activations) on every worker thread; smaller steps (decode) keep it on one, where a parallel
+// region would cost more than the work.
+inline constexpr int32_t kParallelTokens = 8;
 
 class ForwardPass {
  public:
@@ -70,6 +74,7 @@ class ForwardPass {
   std::vector<float> proj_;       // [T, n_embd]
   std::vector<float> gate_;       // [T, n_ff]
   std::vector<float> up_;         // [T, n_ff]
+  std::vector<float> rope_;       // [T, rope_dims] this step's rotations (rope_angles)
   std::vector<float> attn_scratch_;  // [threads, group * max_context]
   std::vector<float> logits_;     // [n_logits, n_vocab]
   std::vector<AttentionWork> work_;  // this step's attention plan, shared by every layer
