@@ -10,17 +10,22 @@
 //                          one query at position 2047 (a decode step without metric
 //                          accumulation), to show the tiled kernel does not slow decode
 //
+// Each runs on every kernel set the CPU has (suffix /scalar, /avx2, /avx512: the dispatcher
+// capped at that set), so one run compares them on one machine.
+//
 // Counters: items_per_second = query tokens per second; GFLOPS counts 4 * head_dim * group
-// flops per visible (query, KV) pair (QK and PV). Single thread, dispatched kernels (AVX2
-// where the CPU has it). Timings are printed, never checked.
+// flops per visible (query, KV) pair (QK and PV). Single thread. Timings are printed, never
+// checked.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/paged_attention.h"
 #include "kv/paged_kv_cache.h"
 
@@ -84,14 +89,16 @@ void run(Fixture& f, int32_t first, int32_t n, bool tiled) {
   }
 }
 
-void BM_Attention(benchmark::State& state, bool prefill, bool tiled) {
+void BM_Attention(benchmark::State& state, bool prefill, bool tiled, KernelIsa isa) {
   Fixture& f = fixture();
+  limit_kernel_isa(isa);
   const int32_t first = prefill ? 0 : kTokens - 1;
   const int32_t n = prefill ? kTokens : 1;
   for (auto _ : state) {
     run(f, first, n, tiled);
     benchmark::ClobberMemory();
   }
+  limit_kernel_isa(KernelIsa::kAvx512Vnni);
   double pairs = 0;  // visible (query, KV) pairs per iteration
   for (int32_t t = first; t < first + n; ++t) pairs += t + 1;
   state.SetItemsProcessed(state.iterations() * n);
@@ -99,18 +106,26 @@ void BM_Attention(benchmark::State& state, bool prefill, bool tiled) {
       static_cast<double>(state.iterations()) * pairs * 4.0 * kHeadDim * kGroup * 1e-9,
       benchmark::Counter::kIsRate);
 }
-BENCHMARK_CAPTURE(BM_Attention, prefill_per_query, true, false)
-    ->Name("prefill_2K/per_query")
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Attention, prefill_tiled, true, true)
-    ->Name("prefill_2K/tiled")
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Attention, decode_per_query, false, false)
-    ->Name("decode_2K/per_query")
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_Attention, decode_tiled, false, true)
-    ->Name("decode_2K/tiled")
-    ->Unit(benchmark::kMicrosecond);
+
+// Every case on every kernel set up to the CPU's best.
+const bool kRegistered = [] {
+  struct Shape {
+    const char* name;
+    bool prefill, tiled;
+  };
+  for (const Shape& shape : {Shape{"prefill_2K/per_query", true, false},
+                             Shape{"prefill_2K/tiled", true, true},
+                             Shape{"decode_2K/per_query", false, false},
+                             Shape{"decode_2K/tiled", false, true}}) {
+    for (KernelIsa isa : {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+      if (isa > cpu_best_kernel_isa()) continue;
+      const std::string name = std::string(shape.name) + "/" + kernel_isa_name(isa);
+      benchmark::RegisterBenchmark(name.c_str(), BM_Attention, shape.prefill, shape.tiled, isa)
+          ->Unit(shape.prefill ? benchmark::kMillisecond : benchmark::kMicrosecond);
+    }
+  }
+  return true;
+}();
 
 }  // namespace
 }  // namespace kvc

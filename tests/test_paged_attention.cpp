@@ -6,9 +6,13 @@
 #include "dense_attention.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <random>
+#include <string>
 
+#include "kernels/cpu/paged_attention_avx2.h"
+#include "kernels/cpu/paged_attention_avx512.h"
 #include "kernels/cpu_features.h"
 #include "kernels/paged_attention.h"
 #include "kv/paged_kv_cache.h"
@@ -191,10 +195,30 @@ std::ostream& operator<<(std::ostream& os, const TiledCase& c) {
 
 class TiledAttentionTest : public ::testing::TestWithParam<TiledCase> {};
 
+// Every build of the tiled kernel, called directly: the dispatcher picks only the best one the
+// CPU runs, and the AVX-512 source built against SIMDe runs on any AVX2 CPU.
+struct TiledKernel {
+  const char* name;
+  KernelIsa needs;
+  bool (*supported)(const PagedKvPool& pool, int32_t group);
+  void (*run)(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+              float scale, float* out, int64_t out_stride);
+};
+bool always(const PagedKvPool&, int32_t) { return true; }
+const TiledKernel kTiledKernels[] = {
+    {"dispatched", KernelIsa::kScalar, always, paged_attention_tiled},
+    {"scalar", KernelIsa::kScalar, always, reference::paged_attention_tiled},
+    {"avx2", KernelIsa::kAvx2, avx2::paged_attention_tiled_supported, avx2::paged_attention_tiled},
+    {"avx512", KernelIsa::kAvx512, avx512::paged_attention_tiled_supported,
+     avx512::paged_attention_tiled},
+    {"avx512-emulated", KernelIsa::kAvx2, avx512_emulated::paged_attention_tiled_supported,
+     avx512_emulated::paged_attention_tiled},
+};
+
 // Every tile size 1..33 (33 crosses kMaxQueryTile), consecutive query positions at a random
-// place in the row, and every other tile with its positions shuffled; both the dispatched
-// (AVX2 where supported) and the scalar tiled kernel against reference::paged_attention run
-// one query at a time.
+// place in the row, and every other tile with its positions shuffled; every build of the
+// tiled kernel this CPU runs (kTiledKernels) against reference::paged_attention run one query
+// at a time.
 TEST_P(TiledAttentionTest, MatchesSingleQueryReference) {
   const TiledCase c = GetParam();
   const int32_t d = c.head_dim, n = c.length, bs = c.block_size;
@@ -242,12 +266,22 @@ TEST_P(TiledAttentionTest, MatchesSingleQueryReference) {
       reference::paged_attention(pool, row, one, scale, MetricAccumulation::kNone,
                                  expected.data() + t * out_stride, out_stride, scratch.data());
     }
-    for (bool force_scalar : {false, true}) {
-      force_scalar_kernels(force_scalar);
-      SCOPED_TRACE(force_scalar ? "scalar" : "dispatched");
+    std::vector<float> avx2_out;  // the AVX2 kernel's output, when it ran
+    for (const TiledKernel& kernel : kTiledKernels) {
+      if (cpu_best_kernel_isa() < kernel.needs || !kernel.supported(pool, c.group)) continue;
+      SCOPED_TRACE(kernel.name);
       constexpr float kSentinel = 12345.0f;
       std::vector<float> out(static_cast<size_t>(n_query * out_stride), kSentinel);
-      paged_attention_tiled(pool, row, queries, scale, out.data(), out_stride);
+      kernel.run(pool, row, queries, scale, out.data(), out_stride);
+      // The SIMD builds do the same float operations in the same order per output lane.
+      const std::string name = kernel.name;
+      if (name == "avx2") avx2_out = out;
+      if (name.starts_with("avx512") && !avx2_out.empty()) {
+        for (size_t j = 0; j < out.size(); ++j) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[j]), std::bit_cast<uint32_t>(avx2_out[j]))
+              << "differs from the AVX2 kernel at " << j;
+        }
+      }
       for (int32_t t = 0; t < n_query; ++t) {
         for (int64_t j = 0; j < out_stride; ++j) {
           const float got = out[t * out_stride + j];
@@ -263,7 +297,6 @@ TEST_P(TiledAttentionTest, MatchesSingleQueryReference) {
       }
     }
   }
-  force_scalar_kernels(false);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -278,6 +311,7 @@ INSTANTIATE_TEST_SUITE_P(
                       TiledCase{3, 45, 256, 3, KvStorageType::kF32, 1.0f},
                       TiledCase{1, 48, 8, 1, KvStorageType::kF16, 1.0f},
                       TiledCase{16, 70, 40, 16, KvStorageType::kF16, 2.0f},
+                      TiledCase{8, 90, 128, 16, KvStorageType::kF16, 2.0f},  // AVX-512: 16-token tiles
                       TiledCase{3, 21, 12, 16, KvStorageType::kF16, 1.0f},    // head_dim 12: scalar
                       TiledCase{17, 19, 16, 16, KvStorageType::kF32, 1.0f},   // group 17: scalar
                       TiledCase{1, 50, 264, 16, KvStorageType::kF16, 1.0f}));  // d 264: scalar

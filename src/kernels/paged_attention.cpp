@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "kernels/cpu/paged_attention_avx2.h"
+#include "kernels/cpu/paged_attention_avx512.h"
 #include "kernels/cpu_features.h"
 #include "util/error.h"
 
@@ -58,7 +59,10 @@ void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
                            int64_t out_stride) {
   KVC_ASSERT(queries.n_query >= 1);
   KVC_ASSERT(queries.group >= 1);
-  if (cpu_has_avx2() && avx2::paged_attention_tiled_supported(pool, queries.group)) {
+  if (active_kernel_isa() >= KernelIsa::kAvx512 &&
+      avx512::paged_attention_tiled_supported(pool, queries.group)) {
+    avx512::paged_attention_tiled(pool, row, queries, scale, out, out_stride);
+  } else if (cpu_has_avx2() && avx2::paged_attention_tiled_supported(pool, queries.group)) {
     avx2::paged_attention_tiled(pool, row, queries, scale, out, out_stride);
   } else {
     reference::paged_attention_tiled(pool, row, queries, scale, out, out_stride);

@@ -8,103 +8,50 @@
 //
 // No std:: templates here (std::min, std::max, ...): a copy instantiated with AVX2 enabled
 // could be chosen by the linker for non-AVX2 callers (see avx2_common.h).
-#include <immintrin.h>
-
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/avx2_common.h"
 #include "kernels/cpu/paged_attention_avx2.h"
 
 namespace kvc::avx2 {
 namespace {
 
-inline __m256 load8(const void* base, int64_t index, KvStorageType storage) {
-  if (storage == KvStorageType::kF16) {
-    const auto* p = static_cast<const uint16_t*>(base) + index;
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  }
-  return _mm256_loadu_ps(static_cast<const float*>(base) + index);
-}
+using simd::exp_ps;
+using simd::hmax_ps;
+using simd::hsum_ps;
+using simd::transpose8;
 
-inline float hsum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
+inline __m256 load8(const void* base, int64_t index, KvStorageType storage) {
+  return simd::load_kv_8(base, index, storage == KvStorageType::kF16);
 }
 
 constexpr int kMaxGroup = 16;
 
 // ---- Tiled kernel helpers ----
 
-constexpr int32_t kChunk = 16;             // slots per online-softmax step (two 8-lane halves)
+// Slots per online-softmax step (four 8-lane vectors). The chunking and the order of every
+// float operation per output lane are the AVX-512 kernel's (paged_attention_avx512.cpp), so
+// both kernel sets give the same bits and a sequence's tokens never depend on the CPU.
+constexpr int32_t kChunk = 32;
+constexpr int32_t kQuarters = kChunk / 8;
 constexpr int32_t kMaxTiledHeadDim = 256;  // bounds the stack buffers below
 constexpr int32_t kMaxRows = kMaxQueryTile * kMaxGroup;
-
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
-// e^x for 8 lanes (Cephes expf polynomial, about 1 ulp on [-87, 88]); inputs below -87.3
-// give 0 or a denormal-sized value, which callers mask anyway.
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365f)), _mm256_set1_ps(88.3762f));
-  // x = n ln2 + r, |r| <= ln2 / 2; ln2 split in two for an exact n ln2.
-  const __m256 n = _mm256_floor_ps(
-      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i pow2n = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
-}
-
-inline void transpose8(__m256 r[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
+constexpr int kScoreRows = 2;  // query rows scored together (2 x 4 accumulators)
 
 // The chunk's K rows as f32, transposed: kt [d, kChunk]; V rows as f32: vc [kChunk, d].
 // Slots j >= nc are zero and never read from the pool (they may be poisoned or foreign).
 void load_chunk(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float* kt, float* vc) {
   const int32_t d = pool.head_dim;
-  for (int32_t half = 0; half < kChunk; half += 8) {
+  for (int32_t first = 0; first < kChunk; first += 8) {
     for (int32_t i = 0; i < d; i += 8) {
       __m256 r[8];
       for (int32_t j = 0; j < 8; ++j) {
-        r[j] = half + j < nc ? load8(pool.k, slot[half + j] * d + i, pool.storage)
-                             : _mm256_setzero_ps();
+        r[j] = first + j < nc ? load8(pool.k, slot[first + j] * d + i, pool.storage)
+                              : _mm256_setzero_ps();
       }
       transpose8(r);
-      for (int32_t j = 0; j < 8; ++j) _mm256_store_ps(kt + (i + j) * kChunk + half, r[j]);
+      for (int32_t j = 0; j < 8; ++j) _mm256_store_ps(kt + (i + j) * kChunk + first, r[j]);
     }
   }
   for (int32_t j = 0; j < kChunk; ++j) {
@@ -115,71 +62,61 @@ void load_chunk(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float*
   }
 }
 
-// Raw scores of R query rows against the chunk: lo/hi[r] = q_r . k_j for j in [0,8) / [8,16).
+// Raw scores of R query rows against the chunk: s[r][u] lane j = q_r . k_(8u + j), one FMA
+// chain over the head dimension per slot.
 template <int R>
-inline void chunk_scores(const float* const* q, const float* kt, int32_t d, __m256* lo,
-                         __m256* hi) {
-  __m256 a_lo[R], a_hi[R];
-  for (int r = 0; r < R; ++r) a_lo[r] = a_hi[r] = _mm256_setzero_ps();
+inline void chunk_scores(const float* const* q, const float* kt, int32_t d,
+                         __m256 (*s)[kQuarters]) {
+  __m256 acc[R][kQuarters];
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < kQuarters; ++u) acc[r][u] = _mm256_setzero_ps();
   for (int32_t i = 0; i < d; ++i) {
-    const __m256 k_lo = _mm256_load_ps(kt + i * kChunk);
-    const __m256 k_hi = _mm256_load_ps(kt + i * kChunk + 8);
     for (int r = 0; r < R; ++r) {
       const __m256 qi = _mm256_broadcast_ss(q[r] + i);
-      a_lo[r] = _mm256_fmadd_ps(qi, k_lo, a_lo[r]);
-      a_hi[r] = _mm256_fmadd_ps(qi, k_hi, a_hi[r]);
+      for (int u = 0; u < kQuarters; ++u) {
+        acc[r][u] = _mm256_fmadd_ps(qi, _mm256_load_ps(kt + i * kChunk + 8 * u), acc[r][u]);
+      }
     }
   }
-  for (int r = 0; r < R; ++r) {
-    lo[r] = a_lo[r];
-    hi[r] = a_hi[r];
-  }
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < kQuarters; ++u) s[r][u] = acc[r][u];
 }
 
-// o[0, d) = alpha * o + sum_j p[j] * vc[j]; p [kChunk] (0 for masked and padding slots).
-// Even and odd slots go to separate accumulators: 8 independent FMA chains hide the latency.
+// o[0, d) = (alpha * o + sum over even j of p[j] vc[j]) + sum over odd j of p[j] vc[j], each
+// sum one FMA chain in slot order; p [kChunk] (0 for masked and padding slots). Four 8-column
+// strips at a time (8 independent chains), then single strips; the same per-lane arithmetic.
 inline void accumulate_values(float* o, const float* p, const float* vc, int32_t d, float alpha) {
   const __m256 a = _mm256_set1_ps(alpha);
   int32_t i = 0;
   for (; i + 32 <= d; i += 32) {
-    __m256 e0 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i));
-    __m256 e1 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i + 8));
-    __m256 e2 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i + 16));
-    __m256 e3 = _mm256_mul_ps(a, _mm256_loadu_ps(o + i + 24));
-    __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+    __m256 e[4], od[4];
+    for (int u = 0; u < 4; ++u) {
+      e[u] = _mm256_mul_ps(a, _mm256_loadu_ps(o + i + 8 * u));
+      od[u] = _mm256_setzero_ps();
+    }
     for (int32_t j = 0; j < kChunk; j += 2) {
       const __m256 pe = _mm256_broadcast_ss(p + j);
       const __m256 po = _mm256_broadcast_ss(p + j + 1);
       const float* ve = vc + j * d + i;
       const float* vo = ve + d;
-      e0 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve), e0);
-      e1 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve + 8), e1);
-      e2 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve + 16), e2);
-      e3 = _mm256_fmadd_ps(pe, _mm256_load_ps(ve + 24), e3);
-      o0 = _mm256_fmadd_ps(po, _mm256_load_ps(vo), o0);
-      o1 = _mm256_fmadd_ps(po, _mm256_load_ps(vo + 8), o1);
-      o2 = _mm256_fmadd_ps(po, _mm256_load_ps(vo + 16), o2);
-      o3 = _mm256_fmadd_ps(po, _mm256_load_ps(vo + 24), o3);
-    }
-    _mm256_storeu_ps(o + i, _mm256_add_ps(e0, o0));
-    _mm256_storeu_ps(o + i + 8, _mm256_add_ps(e1, o1));
-    _mm256_storeu_ps(o + i + 16, _mm256_add_ps(e2, o2));
-    _mm256_storeu_ps(o + i + 24, _mm256_add_ps(e3, o3));
-  }
-  for (; i < d; i += 8) {
-    __m256 acc[4] = {_mm256_mul_ps(a, _mm256_loadu_ps(o + i)), _mm256_setzero_ps(),
-                     _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int32_t j = 0; j < kChunk; j += 4) {
-      for (int32_t u = 0; u < 4; ++u) {
-        acc[u] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j + u),
-                                 _mm256_load_ps(vc + (j + u) * d + i), acc[u]);
+      for (int u = 0; u < 4; ++u) {
+        e[u] = _mm256_fmadd_ps(pe, _mm256_load_ps(ve + 8 * u), e[u]);
+        od[u] = _mm256_fmadd_ps(po, _mm256_load_ps(vo + 8 * u), od[u]);
       }
     }
-    _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),
-                                          _mm256_add_ps(acc[2], acc[3])));
+    for (int u = 0; u < 4; ++u) _mm256_storeu_ps(o + i + 8 * u, _mm256_add_ps(e[u], od[u]));
+  }
+  for (; i < d; i += 8) {
+    __m256 e = _mm256_mul_ps(a, _mm256_loadu_ps(o + i));
+    __m256 od = _mm256_setzero_ps();
+    for (int32_t j = 0; j < kChunk; j += 2) {
+      e = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_load_ps(vc + j * d + i), e);
+      od = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j + 1), _mm256_load_ps(vc + (j + 1) * d + i),
+                           od);
+    }
+    _mm256_storeu_ps(o + i, _mm256_add_ps(e, od));
   }
 }
-
 
 // ---- Per-query kernel (decode) ----
 
@@ -231,7 +168,7 @@ inline void group_scores(const PagedKvPool& pool, const float* q, const int64_t*
       const __m128 sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
       _mm_storeu_ps(pg, _mm_mul_ps(sums, _mm_set1_ps(scale)));
     } else {
-      for (int j = 0; j < kSlots; ++j) pg[j] = hsum(acc[j][g]) * scale;
+      for (int j = 0; j < kSlots; ++j) pg[j] = hsum_ps(acc[j][g]) * scale;
     }
     for (int j = 0; j < kSlots; ++j) {
       if (!visible[j]) pg[j] = kNegInf;
@@ -247,7 +184,7 @@ inline float exp_row(float* p, int32_t n, float* sum_out) {
   __m256 max8 = neg_inf8;
   int32_t s = 0;
   for (; s + 8 <= n; s += 8) max8 = _mm256_max_ps(max8, _mm256_loadu_ps(p + s));
-  float max = hmax(max8);
+  float max = hmax_ps(max8);
   for (; s < n; ++s) max = p[s] > max ? p[s] : max;
   if (max == kNegInf) {  // nothing visible
     for (s = 0; s < n; ++s) p[s] = 0.0f;
@@ -259,11 +196,11 @@ inline float exp_row(float* p, int32_t n, float* sum_out) {
   for (s = 0; s + 8 <= n; s += 8) {
     const __m256 x = _mm256_loadu_ps(p + s);
     const __m256 hidden = _mm256_cmp_ps(x, neg_inf8, _CMP_EQ_OQ);
-    const __m256 e = _mm256_andnot_ps(hidden, exp8(_mm256_sub_ps(x, max8)));
+    const __m256 e = _mm256_andnot_ps(hidden, exp_ps(_mm256_sub_ps(x, max8)));
     _mm256_storeu_ps(p + s, e);
     sum8 = _mm256_add_ps(sum8, e);
   }
-  float sum = hsum(sum8);
+  float sum = hsum_ps(sum8);
   for (; s < n; ++s) {
     p[s] = p[s] == kNegInf ? 0.0f : std::exp(p[s] - max);
     sum += p[s];
@@ -413,9 +350,10 @@ bool paged_attention_supported(const PagedKvPool& pool, int32_t group) {
 
 namespace {
 
-// Online softmax as reference::paged_attention_tiled, 16 slots per step: K/V of the chunk are
-// converted once, scores come 4 query rows at a time from the transposed K, then each row
-// rescales its running output and sum only when its max grows. n_query <= kMaxQueryTile.
+// Online softmax as reference::paged_attention_tiled, kChunk slots per step: K/V of the chunk
+// are converted once, scores come kScoreRows query rows at a time from the transposed K, then
+// each row rescales its running output and sum only when its max grows.
+// n_query <= kMaxQueryTile.
 void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                  float scale, float* out, int64_t out_stride) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -463,39 +401,45 @@ void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQu
     }
     if (min_kpos > max_qpos) continue;  // every slot is in the future of the whole tile
     load_chunk(pool, slot, nc, kt, vc);
-    const __m256i kpos_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos));
-    const __m256i kpos_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos + 8));
+    __m256i kpos8[kQuarters];
+    for (int u = 0; u < kQuarters; ++u) {
+      kpos8[u] = _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos + 8 * u));
+    }
 
-    for (int32_t m0 = 0; m0 < n_rows; m0 += 4) {
-      __m256 lo[4], hi[4];
-      const int32_t r_count = n_rows - m0 < 4 ? n_rows - m0 : 4;
-      switch (r_count) {
-        case 4: chunk_scores<4>(q_row + m0, kt, d, lo, hi); break;
-        case 3: chunk_scores<3>(q_row + m0, kt, d, lo, hi); break;
-        case 2: chunk_scores<2>(q_row + m0, kt, d, lo, hi); break;
-        default: chunk_scores<1>(q_row + m0, kt, d, lo, hi); break;
+    for (int32_t m0 = 0; m0 < n_rows; m0 += kScoreRows) {
+      __m256 sc[kScoreRows][kQuarters];
+      const int32_t r_count = n_rows - m0 < kScoreRows ? n_rows - m0 : kScoreRows;
+      if (r_count == 2) {
+        chunk_scores<2>(q_row + m0, kt, d, sc);
+      } else {
+        chunk_scores<1>(q_row + m0, kt, d, sc);
       }
       for (int32_t r = 0; r < r_count; ++r) {
         const int32_t m = m0 + r;
         const int32_t qpos = queries.positions[m / group];
         if (min_kpos > qpos) continue;  // nothing visible to this query in the chunk
         const __m256i qpos8 = _mm256_set1_epi32(qpos);
-        const __m256 hidden_lo = _mm256_castsi256_ps(_mm256_cmpgt_epi32(kpos_lo, qpos8));
-        const __m256 hidden_hi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(kpos_hi, qpos8));
-        const __m256 s_lo = _mm256_blendv_ps(_mm256_mul_ps(lo[r], scale8), neg_inf8, hidden_lo);
-        const __m256 s_hi = _mm256_blendv_ps(_mm256_mul_ps(hi[r], scale8), neg_inf8, hidden_hi);
-        const float chunk_max = hmax(_mm256_max_ps(s_lo, s_hi));
+        __m256 hidden[kQuarters], scaled[kQuarters];
+        for (int u = 0; u < kQuarters; ++u) {
+          hidden[u] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(kpos8[u], qpos8));
+          scaled[u] = _mm256_blendv_ps(_mm256_mul_ps(sc[r][u], scale8), neg_inf8, hidden[u]);
+        }
+        const float chunk_max = hmax_ps(_mm256_max_ps(_mm256_max_ps(scaled[0], scaled[1]),
+                                                      _mm256_max_ps(scaled[2], scaled[3])));
         float alpha = 1.0f;
         if (chunk_max > row_max[m]) {
           alpha = std::exp(row_max[m] - chunk_max);  // 0 on the first visible chunk
           row_max[m] = chunk_max;
         }
         const __m256 max8 = _mm256_set1_ps(row_max[m]);
-        const __m256 p_lo = _mm256_andnot_ps(hidden_lo, exp8(_mm256_sub_ps(s_lo, max8)));
-        const __m256 p_hi = _mm256_andnot_ps(hidden_hi, exp8(_mm256_sub_ps(s_hi, max8)));
-        row_sum[m] = row_sum[m] * alpha + hsum(_mm256_add_ps(p_lo, p_hi));
-        _mm256_store_ps(p, p_lo);
-        _mm256_store_ps(p + 8, p_hi);
+        __m256 pv[kQuarters];
+        for (int u = 0; u < kQuarters; ++u) {
+          pv[u] = _mm256_andnot_ps(hidden[u], exp_ps(_mm256_sub_ps(scaled[u], max8)));
+          _mm256_store_ps(p + 8 * u, pv[u]);
+        }
+        // The AVX-512 kernel's order: its two 16-lane halves added, then reduced.
+        row_sum[m] = row_sum[m] * alpha + hsum_ps(_mm256_add_ps(_mm256_add_ps(pv[0], pv[2]),
+                                                                _mm256_add_ps(pv[1], pv[3])));
         accumulate_values(out_row[m], p, vc, d, alpha);
       }
     }

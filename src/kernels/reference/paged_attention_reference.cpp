@@ -112,7 +112,7 @@ void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
 void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
                            const GroupQueries& queries, float scale, float* out,
                            int64_t out_stride) {
-  constexpr int32_t kChunk = 16;  // slots per step, independent of the block size
+  constexpr int32_t kChunk = 32;  // slots per step (as the SIMD kernels), independent of the block size
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int32_t d = pool.head_dim;
   const int32_t group = queries.group;

@@ -1,0 +1,24 @@
+// AVX-512 paged attention: one source (paged_attention_avx512.cpp), compiled once per
+// namespace as the AVX-512 row kernels are (quant_avx512.h): kvc::avx512 for the dispatcher
+// (kvc::avx512_vnni holds an identical copy: attention has no int8 dots), and the *_emulated
+// twins built against SIMDe, linked into tests only, so CPUs without AVX-512 check this code.
+//
+// Call the native builds only after cpu_features.h says the CPU runs AVX-512.
+#pragma once
+
+#include "kernels/paged_attention.h"
+
+#define KVC_DECLARE_AVX512_ATTENTION(ns)                                                    \
+  namespace kvc::ns {                                                                      \
+  bool paged_attention_tiled_supported(const PagedKvPool& pool, int32_t group);           \
+  void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,             \
+                             const GroupQueries& queries, float scale, float* out,         \
+                             int64_t out_stride);                                          \
+  }
+
+KVC_DECLARE_AVX512_ATTENTION(avx512)
+KVC_DECLARE_AVX512_ATTENTION(avx512_vnni)
+KVC_DECLARE_AVX512_ATTENTION(avx512_emulated)
+KVC_DECLARE_AVX512_ATTENTION(avx512_vnni_emulated)
+
+#undef KVC_DECLARE_AVX512_ATTENTION
