@@ -1,5 +1,5 @@
 // Prefill attention of one 2K-token head row on SmolLM2-135M's shape (head_dim 64, GQA group 3,
-// block size 16, f16 KVs, positions 0..2047 in slot order): the causal triangle of 2,048
+// block size 16, f16 or q8_0 KVs, positions 0..2047 in slot order): the causal triangle of 2,048
 // queries, run as ForwardPass::attention runs it for one (layer, KV head).
 //
 //   prefill_2K/per_query   paged_attention once per query token (the pre-tiling path; every
@@ -10,8 +10,8 @@
 //                          one query at position 2047 (a decode step without metric
 //                          accumulation), to show the tiled kernel does not slow decode
 //
-// Each runs on every kernel set the CPU has (suffix /scalar, /avx2, /avx512: the dispatcher
-// capped at that set), so one run compares them on one machine.
+// Each runs on f16 and q8_0 KVs and every kernel set the CPU has (suffix /f16|q8_0/scalar|avx2|
+// avx512: the dispatcher capped at that set), so one run compares them on one machine.
 //
 // Counters: items_per_second = query tokens per second; GFLOPS counts 4 * head_dim * group
 // flops per visible (query, KV) pair (QK and PV). Single thread. Timings are printed, never
@@ -43,11 +43,11 @@ struct Fixture {
   std::vector<float> scratch;        // [kGroup * kTokens]
 };
 
-Fixture& fixture() {
-  static Fixture f = [] {
+Fixture make_fixture(KvStorageType storage) {
+  {
     Fixture out;
     out.cache = std::make_unique<PagedKvCache>(KvCacheConfig{
-        1, 1, kHeadDim, kBlockSize, kTokens / kBlockSize, KvStorageType::kF16});
+        1, 1, kHeadDim, kBlockSize, kTokens / kBlockSize, storage});
     out.seq = out.cache->add_sequence();
     std::mt19937 rng(7);
     std::normal_distribution<float> g;
@@ -63,8 +63,13 @@ Fixture& fixture() {
     out.out.resize(out.q.size());
     out.scratch.resize(static_cast<size_t>(kGroup) * kTokens);
     return out;
-  }();
-  return f;
+  }
+}
+
+Fixture& fixture(KvStorageType storage) {
+  static Fixture f16 = make_fixture(KvStorageType::kF16);
+  static Fixture q8_0 = make_fixture(KvStorageType::kQ8_0);
+  return storage == KvStorageType::kQ8_0 ? q8_0 : f16;
 }
 
 constexpr int64_t kStride = int64_t{kGroup} * kHeadDim;
@@ -89,8 +94,9 @@ void run(Fixture& f, int32_t first, int32_t n, bool tiled) {
   }
 }
 
-void BM_Attention(benchmark::State& state, bool prefill, bool tiled, KernelIsa isa) {
-  Fixture& f = fixture();
+void BM_Attention(benchmark::State& state, bool prefill, bool tiled, KernelIsa isa,
+                  KvStorageType storage) {
+  Fixture& f = fixture(storage);
   limit_kernel_isa(isa);
   const int32_t first = prefill ? 0 : kTokens - 1;
   const int32_t n = prefill ? kTokens : 1;
@@ -117,11 +123,16 @@ const bool kRegistered = [] {
                              Shape{"prefill_2K/tiled", true, true},
                              Shape{"decode_2K/per_query", false, false},
                              Shape{"decode_2K/tiled", false, true}}) {
-    for (KernelIsa isa : {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512}) {
-      if (isa > cpu_best_kernel_isa()) continue;
-      const std::string name = std::string(shape.name) + "/" + kernel_isa_name(isa);
-      benchmark::RegisterBenchmark(name.c_str(), BM_Attention, shape.prefill, shape.tiled, isa)
-          ->Unit(shape.prefill ? benchmark::kMillisecond : benchmark::kMicrosecond);
+    for (KvStorageType storage : {KvStorageType::kF16, KvStorageType::kQ8_0}) {
+      for (KernelIsa isa : {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+        if (isa > cpu_best_kernel_isa()) continue;
+        const std::string name = std::string(shape.name) +
+                                 (storage == KvStorageType::kQ8_0 ? "/q8_0/" : "/f16/") +
+                                 kernel_isa_name(isa);
+        benchmark::RegisterBenchmark(name.c_str(), BM_Attention, shape.prefill, shape.tiled,
+                                     isa, storage)
+            ->Unit(shape.prefill ? benchmark::kMillisecond : benchmark::kMicrosecond);
+      }
     }
   }
   return true;

@@ -15,6 +15,7 @@
 
 #include "compress/kvcompress_planner.h"
 #include "kernels/paged_attention.h"
+#include "kernels/quant.h"
 #include "kv/compaction.h"
 #include "util/fp16.h"
 
@@ -59,7 +60,7 @@ struct Stored {
 std::map<int32_t, Stored> snapshot(const PagedKvCache& cache, SequenceId seq, int32_t l,
                                    int32_t h) {
   const BlockPool& pool = cache.pool();
-  const size_t bytes = static_cast<size_t>(pool.head_dim()) * pool.element_bytes();
+  const size_t bytes = pool.row_bytes();
   std::map<int32_t, Stored> out;
   for (int32_t s = 0; s < cache.row(seq, l, h).length; ++s) {
     const int64_t p = slot_of(cache, seq, l, h, s);
@@ -141,7 +142,7 @@ TEST(Compaction, EvictingOnlyTailSlotsMovesNothingAndEmptyPlansAreNoOps) {
 class SurvivorsUnchanged : public ::testing::TestWithParam<KvStorageType> {};
 
 TEST_P(SurvivorsUnchanged, KvMetricAndPositionFollowEveryMovedKv) {
-  PagedKvCache cache(KvCacheConfig{3, 2, 16, 8, 512, GetParam(), true});
+  PagedKvCache cache(KvCacheConfig{3, 2, 32, 8, 512, GetParam(), true});
   std::mt19937 rng(3);
   for (int trial = 0; trial < 40; ++trial) {
     const SequenceId seq = cache.add_sequence();
@@ -183,7 +184,8 @@ TEST_P(SurvivorsUnchanged, KvMetricAndPositionFollowEveryMovedKv) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Storage, SurvivorsUnchanged,
-                         ::testing::Values(KvStorageType::kF16, KvStorageType::kF32));
+                         ::testing::Values(KvStorageType::kF16, KvStorageType::kF32,
+                                           KvStorageType::kQ8_0));
 
 TEST(Compaction, ThousandAppendPlanCompactCyclesLeakNothing) {
   // Two sequences grow token by token (sometimes in chunks), are compressed to a random
@@ -243,9 +245,14 @@ TEST_P(AttentionAfterCompaction, EqualsDenseAttentionOverTheSurvivors) {
   append_random(cache, seq, 0, 203, rng);
   // K and V of every KV by (head, position), read before compaction: the survivors' reference.
   auto load = [&](const uint8_t* base, int32_t i) {
-    return GetParam() == KvStorageType::kF16
-               ? fp16_to_float(reinterpret_cast<const uint16_t*>(base)[i])
-               : reinterpret_cast<const float*>(base)[i];
+    switch (GetParam()) {
+      case KvStorageType::kF16: return fp16_to_float(reinterpret_cast<const uint16_t*>(base)[i]);
+      case KvStorageType::kF32: return reinterpret_cast<const float*>(base)[i];
+      case KvStorageType::kQ8_0: break;
+    }
+    std::vector<float> row(static_cast<size_t>(d));
+    reference::dequantize_row(TensorType::Q8_0, base, row.data(), d);
+    return row[static_cast<size_t>(i)];
   };
   std::map<std::pair<int32_t, int32_t>, std::pair<std::vector<float>, std::vector<float>>> original;
   for (int32_t h = 0; h < 2; ++h) {
@@ -310,7 +317,8 @@ TEST_P(AttentionAfterCompaction, EqualsDenseAttentionOverTheSurvivors) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Storage, AttentionAfterCompaction,
-                         ::testing::Values(KvStorageType::kF16, KvStorageType::kF32));
+                         ::testing::Values(KvStorageType::kF16, KvStorageType::kF32,
+                                           KvStorageType::kQ8_0));
 
 }  // namespace
 }  // namespace kvc

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "eval/evaluator.h"
 #include "forward_helper.h"
 #include "model/tokenizer/chat_template.h"
 #include "util/error.h"
@@ -416,6 +417,50 @@ TEST_F(EngineTest, RequestsThatCanNeverRunAreRejected) {
   // The engine still serves after every rejection.
   const std::vector<RequestResult> out = serve(engine, {greedy(prompt_of(20, 0), 3)});
   EXPECT_EQ(out[0].tokens.size(), 3u);
+}
+
+// The q8_0 KV cache (8-bit values, an fp16 scale per 32 inside each slot row): 1.8x the KVs of
+// f16 in the same blocks' memory, and teacher-forced distributions over it stay close to the
+// f16 cache's (KL per token well under what compression to C=512 costs, docs/performance.md).
+TEST_F(EngineTest, Q8_0CacheHoldsMoreKvsPerByteAndStaysCloseToF16) {
+  const std::vector<int32_t> tokens = prompt_of(1100, 0);
+  const std::vector<int32_t> context(tokens.begin(), tokens.begin() + 1000);
+  const std::vector<int32_t> forced(tokens.begin() + 1000, tokens.begin() + 1064);
+  const int32_t n_vocab = model_->config().n_vocab;
+  std::map<KvStorageType, std::vector<float>> logits;
+  std::map<KvStorageType, size_t> block_bytes;
+  for (KvStorageType storage : {KvStorageType::kF16, KvStorageType::kQ8_0}) {
+    EngineConfig c = config();
+    c.kv_storage = storage;
+    Engine engine(*model_, c);
+    block_bytes[storage] = engine.cache().pool().block_bytes();
+    std::vector<float>& out = logits[storage];
+    out.assign(forced.size() * static_cast<size_t>(n_vocab), 0.0f);
+    Request r = greedy(context, 0);
+    r.forced_tokens = forced;
+    r.on_forced_logits = [&](std::span<const float> l, int32_t first) {
+      std::copy(l.begin(), l.end(), out.begin() + static_cast<int64_t>(first) * n_vocab);
+    };
+    serve(engine, {std::move(r)});
+    engine.cache().check_invariants();
+  }
+  // d = 64: 2 * 68 + 8 bytes per slot against 2 * 128 + 8.
+  EXPECT_EQ(block_bytes[KvStorageType::kQ8_0] * 264, block_bytes[KvStorageType::kF16] * 144);
+  double kl = 0.0;
+  int same_top1 = 0;
+  for (size_t t = 0; t + 1 < forced.size(); ++t) {
+    const auto row = [&](KvStorageType s) {
+      return std::span<const float>(logits[s]).subspan(t * n_vocab, static_cast<size_t>(n_vocab));
+    };
+    const eval::LogitComparison cmp =
+        eval::compare_logits(row(KvStorageType::kF16), row(KvStorageType::kQ8_0), forced[t + 1]);
+    kl += cmp.kl;
+    same_top1 += cmp.same_top1 ? 1 : 0;
+  }
+  const auto n = static_cast<double>(forced.size() - 1);
+  EXPECT_GT(kl / n, 0.0);  // it is a different cache
+  EXPECT_LT(kl / n, 0.02);
+  EXPECT_GE(same_top1 / n, 0.9);
 }
 
 }  // namespace

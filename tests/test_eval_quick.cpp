@@ -118,6 +118,29 @@ TEST_F(EvalQuick, FidelityLossGrowsAsTheBudgetShrinksForEveryPolicy) {
   }
 }
 
+// With a q8_0 cache every setting stores 8-bit KVs and fidelity is measured against the f16
+// full cache: 'full' now shows what the storage alone costs (small but not 0), and a keep-all
+// budget equals q8_0's full cache exactly.
+TEST_F(EvalQuick, Q8_0SettingsAreJudgedAgainstTheF16FullCache) {
+  EvalSettings s = quick_settings({512, 4096});
+  s.variants = {make_policy_variant("kvcompress", CompressionConfig{})};
+  s.fidelity_lengths = {1024};
+  s.fidelity_samples = 1;
+  s.continuation = 64;
+  s.kv_storage = KvStorageType::kQ8_0;
+  std::map<std::pair<std::string, int32_t>, FidelityRecord> got;
+  EvalCallbacks cb;
+  cb.on_fidelity = [&](const FidelityRecord& r) { got[{r.policy, r.budget}] = r; };
+  run_eval(*model_, texts_, s, cb);
+  const FidelityRecord& full = got.at({"full", 0});
+  EXPECT_GT(full.kl, 0.0);
+  EXPECT_LT(full.kl, 0.02);
+  EXPECT_EQ(got.at({"kvcompress", 4096}).kl, full.kl);
+  EXPECT_GT(got.at({"kvcompress", 512}).kl, full.kl);
+  // 144 bytes per KV (K and V rows of 68 bytes, metric, position) against f16's 264.
+  EXPECT_LT(full.fork.bytes_full, 150 * static_cast<size_t>(full.fork.kvs_full));
+}
+
 // ':chunkN' settings prefill on their own, compressing every N tokens: keep-all is close to the
 // full cache, a tight budget loses far more and never holds more than its budget plus one
 // chunk. Not bit-equal: each chunk's observing window runs through the per-query kernel instead

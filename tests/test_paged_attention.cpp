@@ -15,6 +15,7 @@
 #include "kernels/cpu/paged_attention_avx512.h"
 #include "kernels/cpu_features.h"
 #include "kernels/paged_attention.h"
+#include "kernels/quant.h"
 #include "kv/paged_kv_cache.h"
 #include "util/fp16.h"
 
@@ -28,8 +29,18 @@ struct Case {
   KvStorageType storage;
 };
 
-float round_to_storage(float x, KvStorageType storage) {
-  return storage == KvStorageType::kF16 ? fp16_to_float(float_to_fp16(x)) : x;
+// x: rows of head_dim values, rounded as the cache stores them (q8_0 through the reference
+// quantizer, block by block).
+void round_to_storage(std::vector<float>& x, int32_t head_dim, KvStorageType storage) {
+  if (storage == KvStorageType::kF16) {
+    for (float& e : x) e = fp16_to_float(float_to_fp16(e));
+  } else if (storage == KvStorageType::kQ8_0) {
+    std::vector<uint8_t> q(static_cast<size_t>(kv_row_bytes(storage, head_dim)));
+    for (size_t r = 0; r < x.size(); r += static_cast<size_t>(head_dim)) {
+      reference::quantize_row_for_dot(TensorType::Q8_0, &x[r], q.data(), head_dim);
+      reference::dequantize_row(TensorType::Q8_0, q.data(), &x[r], head_dim);
+    }
+  }
 }
 
 class PagedAttentionTest : public ::testing::TestWithParam<Case> {};
@@ -57,8 +68,8 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
     cache.append(other, 0, 0, &k[j * d], d, &v[j * d], d, &pos[j], 1);
   }
   cache.remove_sequence(other);  // its blocks are now poisoned and interleaved with ours
-  for (auto& x : k) x = round_to_storage(x, c.storage);
-  for (auto& x : v) x = round_to_storage(x, c.storage);
+  round_to_storage(k, d, c.storage);
+  round_to_storage(v, d, c.storage);
 
   const int32_t n_query = 3;
   std::vector<float> q(static_cast<size_t>(n_query) * c.group * d);
@@ -128,7 +139,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{3, 16, 64, KvStorageType::kF16}, Case{3, 100, 64, KvStorageType::kF16},
                       Case{4, 33, 128, KvStorageType::kF16}, Case{4, 257, 64, KvStorageType::kF32},
                       Case{3, 15, 256, KvStorageType::kF32}, Case{1, 48, 8, KvStorageType::kF16},
-                      Case{3, 21, 12, KvStorageType::kF16}));  // head_dim 12: scalar fallback
+                      Case{3, 21, 12, KvStorageType::kF16},  // head_dim 12: scalar fallback
+                      Case{3, 100, 64, KvStorageType::kQ8_0}, Case{4, 530, 128, KvStorageType::kQ8_0},
+                      Case{1, 7, 32, KvStorageType::kQ8_0}));
 
 TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities) {
   const int32_t d = 64, n = 40, group = 3;
@@ -189,7 +202,9 @@ struct TiledCase {
 
 std::ostream& operator<<(std::ostream& os, const TiledCase& c) {
   return os << "group=" << c.group << " length=" << c.length << " d=" << c.head_dim
-            << " bs=" << c.block_size << (c.storage == KvStorageType::kF16 ? " f16" : " f32")
+            << " bs=" << c.block_size << (c.storage == KvStorageType::kF16   ? " f16"
+                                         : c.storage == KvStorageType::kF32 ? " f32"
+                                                                            : " q8_0")
             << " scale_factor=" << c.scale_factor;
 }
 
@@ -312,6 +327,8 @@ INSTANTIATE_TEST_SUITE_P(
                       TiledCase{1, 48, 8, 1, KvStorageType::kF16, 1.0f},
                       TiledCase{16, 70, 40, 16, KvStorageType::kF16, 2.0f},
                       TiledCase{8, 90, 128, 16, KvStorageType::kF16, 2.0f},  // AVX-512: 16-token tiles
+                      TiledCase{3, 300, 64, 16, KvStorageType::kQ8_0, 2.0f},
+                      TiledCase{4, 77, 96, 5, KvStorageType::kQ8_0, 1.0f},
                       TiledCase{3, 21, 12, 16, KvStorageType::kF16, 1.0f},    // head_dim 12: scalar
                       TiledCase{17, 19, 16, 16, KvStorageType::kF32, 1.0f},   // group 17: scalar
                       TiledCase{1, 50, 264, 16, KvStorageType::kF16, 1.0f}));  // d 264: scalar

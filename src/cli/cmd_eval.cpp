@@ -45,6 +45,7 @@ struct EvalOptions {
   std::string out;
   bool json_summary = false;
   bool poison_kv = false;
+  std::string kv_dtype = "f16";
   bool no_tasks = false;
   std::string tasks_file;     // users' tasks (eval/user_tasks.h)
   std::string fidelity_file;  // users' fidelity text
@@ -213,6 +214,7 @@ void run(EvalOptions o) {
   }
   const std::unique_ptr<Model> model = load_model(o.model);
   const ModelConfig& mc = model->config();
+  s.kv_storage = kv_storage_type(o.kv_dtype, mc);
   texts.austen = eval::load_austen_novels();
 
   const auto write = [&](const json& j) {
@@ -242,6 +244,7 @@ void run(EvalOptions o) {
          {"fidelity_samples", s.fidelity_samples},
          {"continuation", s.continuation},
          {"seed", s.seed},
+         {"kv_dtype", o.kv_dtype},
          {"date", date}});
 
   std::map<CellKey, Cell> cells;
@@ -385,6 +388,10 @@ void register_eval(CLI::App& app) {
   cmd->add_flag("--json", o->json_summary, "Print the summary as JSON instead of tables");
   cmd->add_flag("--poison-kv", o->poison_kv,
                 "Fill freed and unused KV slots with NaN so any stray read shows (debugging)");
+  add_kv_dtype_option(*cmd, o->kv_dtype);
+  cmd->footer(cmd->get_footer() +
+              "\nWith --kv-dtype other than f16, every setting (full included) stores its KVs "
+              "that way and fidelity is measured against the f16 full cache.");
   add_policy_tuning_options(*cmd, o->tuning);
   cmd->callback([o] { run(*o); });
 }

@@ -66,6 +66,10 @@ void add_policy_tuning_options(CLI::App& app, CompressionOptions& options);
 // Applies --threads and --kernels, then loads the model (throws kvc::Error).
 std::unique_ptr<Model> load_model(const ModelOptions& options);
 EngineConfig engine_config(const CacheOptions& options, const ModelConfig& model);
+// --kv-dtype (f16, f32, q8_0), shared by the cache options and `kvc eval`; the parsed type,
+// or a one-line error when the model's heads cannot be stored that way.
+void add_kv_dtype_option(CLI::App& app, std::string& kv_dtype);
+KvStorageType kv_storage_type(const std::string& kv_dtype, const ModelConfig& model);
 // Validated CompressionConfig (throws kvc::Error naming the bad flag).
 CompressionConfig compression_config(const CompressionOptions& options);
 // Only the fields add_policy_tuning_options sets (policy full, default budget), unvalidated.

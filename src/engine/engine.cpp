@@ -47,6 +47,10 @@ double RequestStats::decode_tokens_per_second() const {
 }
 
 EngineConfig resolve_engine_config(const ModelConfig& model, EngineConfig config) {
+  if (kv_row_bytes(config.kv_storage, model.head_dim) == 0) {
+    fail("KV storage q8_0 needs head_dim to be a multiple of 32; this model's is {}",
+         model.head_dim);
+  }
   if (config.max_context <= 0) config.max_context = model.n_ctx_train;
   if (config.num_blocks <= 0) {
     const int64_t per_row = (config.max_context + config.block_size - 1) / config.block_size;

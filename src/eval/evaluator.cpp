@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <memory>
 
 #include "model/tokenizer/chat_template.h"
 #include "engine/engine.h"
@@ -258,7 +259,19 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
   engine_config.block_size = kBlockSize;
   engine_config.num_blocks = static_cast<int32_t>(per_context * kContextsInPool);
   engine_config.poison_freed = settings.poison_kv;
+  engine_config.kv_storage = settings.kv_storage;
   Engine engine(model, engine_config);
+  // The f16 reference of fidelity runs when the settings store KVs otherwise: one full context.
+  std::unique_ptr<Engine> f16_engine;
+  const bool f16_reference =
+      settings.kv_storage != KvStorageType::kF16 && settings.fidelity_samples > 0 &&
+      !settings.fidelity_lengths.empty();
+  if (f16_reference) {
+    EngineConfig f16_config = engine_config;
+    f16_config.kv_storage = KvStorageType::kF16;
+    f16_config.num_blocks = static_cast<int32_t>(per_context);
+    f16_engine = std::make_unique<Engine>(model, f16_config);
+  }
   const size_t block_bytes = engine.cache().pool().block_bytes();
   const std::vector<ObservationOptions> observers = observers_of(settings.variants);
 
@@ -391,6 +404,17 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
       std::vector<FidelityRecord> records(runs.size());
       // The full cache first: its distributions are the reference of every other setting.
       reference.assign(static_cast<size_t>(settings.continuation) * n_vocab, 0.0f);
+      if (f16_reference) {  // ... the f16 full cache's, then 'full' is compared like the rest
+        Request r;
+        r.prompt = context;
+        r.max_tokens = 0;
+        r.forced_tokens = forced;
+        r.on_forced_logits = [&](std::span<const float> logits, int32_t first) {
+          std::copy(logits.begin(), logits.end(), reference.begin() + first * n_vocab);
+        };
+        f16_engine->submit(std::move(r));
+        f16_engine->run_until_idle();
+      }
       for (size_t k = 0; k < runs.size(); ++k) {
         const Setting& r = runs[k];
         Request fork;
@@ -399,7 +423,7 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
         fork.forced_tokens = forced;
         fork.on_forced_logits = [&, k](std::span<const float> logits, int32_t first) {
           const auto rows = static_cast<int32_t>(logits.size() / n_vocab);
-          if (k == 0) {
+          if (k == 0 && !f16_reference) {
             std::copy(logits.begin(), logits.end(), reference.begin() + first * n_vocab);
             return;
           }
@@ -426,8 +450,8 @@ void run_eval(const Model& model, const TextSources& texts, const EvalSettings& 
       }
       engine.run_until_idle();
       engine.release(base);
-      // The full cache compared with itself.
-      for (int32_t t = 0; t < settings.continuation; ++t) {
+      // The full cache compared with itself (it is the reference unless f16_reference).
+      for (int32_t t = 0; t < settings.continuation && !f16_reference; ++t) {
         const auto row = std::span(reference).subspan(static_cast<size_t>(t) * n_vocab, n_vocab);
         const LogitComparison c = compare_logits(row, row, tokens[length + t + 1]);
         records[0].kl += c.kl;

@@ -11,7 +11,7 @@
 // decoded greedily until end of turn or the task's token limit and scored by string match.
 //
 // Fidelity: a context of `length` tokens from an Austen novel, then `continuation` tokens of
-// the same text teacher-forced over the compressed cache. Against the full cache's
+// the same text teacher-forced over the compressed cache. Against the full f16 cache's
 // distributions at the same positions: mean KL(full || policy), top-1 agreement, and the
 // perplexity of the real continuation.
 #pragma once
@@ -24,6 +24,7 @@
 #include "eval/policy_variants.h"
 #include "eval/tasks.h"
 #include "eval/user_tasks.h"
+#include "kernels/paged_attention.h"
 #include "model/model.h"
 
 namespace kvc::eval {
@@ -40,6 +41,11 @@ struct EvalSettings {
   std::vector<int32_t> fidelity_lengths; // context tokens
   int32_t continuation = 128;            // teacher-forced tokens scored
   bool poison_kv = false;
+  // How every setting stores its KVs (kv/block_pool.h). With anything but f16, the fidelity
+  // reference is the f16 full cache, prefilled and teacher-forced in an engine of its own, so
+  // 'full' measures what the storage alone costs and every other setting what compression and
+  // storage cost together.
+  KvStorageType kv_storage = KvStorageType::kF16;
 };
 
 // What one setting kept, right after its compression.

@@ -11,6 +11,15 @@
 
 namespace kvc {
 
+int64_t kv_row_bytes(KvStorageType storage, int32_t head_dim) {
+  switch (storage) {
+    case KvStorageType::kF16: return int64_t{2} * head_dim;
+    case KvStorageType::kF32: return int64_t{4} * head_dim;
+    case KvStorageType::kQ8_0: return head_dim % 32 == 0 ? int64_t{34} * (head_dim / 32) : 0;
+  }
+  return 0;
+}
+
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                      float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
                      float* scratch) {

@@ -1,7 +1,8 @@
 // Attention over a per-head paged KV cache (KV-Compress layout, docs/design.md §1).
 //
 // One physical block holds `block_size` token slots of ONE (layer, KV head): K and V are
-// [num_blocks, block_size, head_dim] arrays; slot metadata (original position, eviction metric)
+// [num_blocks, block_size] arrays of slot rows, each row the head_dim values of one token in
+// the pool's storage type (kv_row_bytes); slot metadata (original position, eviction metric)
 // is [num_blocks, block_size]. A head row is a block table plus a length; slot s of the row
 // lives in block table[s / block_size] at offset s % block_size. Only the first `length` slots
 // of a row are read. Keys are stored after RoPE, so slot order does not matter; causality is
@@ -14,18 +15,29 @@
 
 namespace kvc {
 
-enum class KvStorageType : uint8_t { kF16, kF32 };
+// How a slot row of head_dim K (or V) values is stored:
+//   kF16   head_dim fp16 values
+//   kF32   head_dim floats
+//   kQ8_0  head_dim / 32 blocks of 34 bytes: an fp16 scale d, then 32 int8 quants q, value
+//          d * q (ggml's block_q8_0, d = max|x| / 127); needs head_dim % 32 == 0. The scales
+//          live inside the slot row, so a block of the pool stays self-contained and
+//          compaction moves a slot's scales with its quants.
+enum class KvStorageType : uint8_t { kF16, kF32, kQ8_0 };
+
+// Bytes of one slot row; 0 for a head_dim kQ8_0 cannot store (not a multiple of 32).
+int64_t kv_row_bytes(KvStorageType storage, int32_t head_dim);
 
 // The shared physical pool (one per cache). Attention reads K/V/positions and may add to the
 // metric; paged_kv_store (kernels/paged_kv_store.h) writes new KVs through the same view.
 struct PagedKvPool {
-  void* k = nullptr;                  // [num_blocks, block_size, head_dim] of storage type
-  void* v = nullptr;                  // [num_blocks, block_size, head_dim]
+  void* k = nullptr;                  // [num_blocks * block_size] slot rows of row_bytes
+  void* v = nullptr;                  // [num_blocks * block_size] slot rows of row_bytes
   int32_t* positions = nullptr;       // [num_blocks, block_size]
   float* metric = nullptr;            // [num_blocks, block_size], may be null
   int32_t block_size = 16;
   int32_t head_dim = 0;
   KvStorageType storage = KvStorageType::kF16;
+  int64_t row_bytes = 0;              // kv_row_bytes(storage, head_dim)
 };
 
 // One head row: which blocks, how many slots.

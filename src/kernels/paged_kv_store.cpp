@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "kernels/quant.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
@@ -18,16 +19,25 @@ void paged_kv_store(const PagedKvPool& pool, const PagedHeadRow& row, int32_t fi
     const int64_t slot = static_cast<int64_t>(row.block_table[s / bs]) * bs + s % bs;
     const float* ki = k + i * k_stride;
     const float* vi = v + i * v_stride;
-    if (pool.storage == KvStorageType::kF16) {
-      uint16_t* kd = static_cast<uint16_t*>(pool.k) + slot * d;
-      uint16_t* vd = static_cast<uint16_t*>(pool.v) + slot * d;
-      for (int32_t j = 0; j < d; ++j) {
-        kd[j] = float_to_fp16(ki[j]);
-        vd[j] = float_to_fp16(vi[j]);
-      }
-    } else {
-      std::memcpy(static_cast<float*>(pool.k) + slot * d, ki, sizeof(float) * d);
-      std::memcpy(static_cast<float*>(pool.v) + slot * d, vi, sizeof(float) * d);
+    uint8_t* kd = static_cast<uint8_t*>(pool.k) + slot * pool.row_bytes;
+    uint8_t* vd = static_cast<uint8_t*>(pool.v) + slot * pool.row_bytes;
+    switch (pool.storage) {
+      case KvStorageType::kF16:
+        for (int32_t j = 0; j < d; ++j) {
+          const uint16_t kh = float_to_fp16(ki[j]), vh = float_to_fp16(vi[j]);
+          std::memcpy(kd + 2 * j, &kh, 2);
+          std::memcpy(vd + 2 * j, &vh, 2);
+        }
+        break;
+      case KvStorageType::kF32:
+        std::memcpy(kd, ki, sizeof(float) * d);
+        std::memcpy(vd, vi, sizeof(float) * d);
+        break;
+      case KvStorageType::kQ8_0:
+        // ggml's block_q8_0, the same bits on every kernel set (kernels/quant.h).
+        quantize_row_for_dot(TensorType::Q8_0, ki, kd, d);
+        quantize_row_for_dot(TensorType::Q8_0, vi, vd, d);
+        break;
     }
     if (pool.metric != nullptr) pool.metric[slot] = 0.0f;
     pool.positions[slot] = positions[i];

@@ -8,10 +8,13 @@
 
 namespace kvc {
 
-BlockPool::BlockPool(const BlockPoolConfig& config) : config_(config) {
+BlockPool::BlockPool(const BlockPoolConfig& config)
+    : config_(config),
+      row_bytes_(static_cast<size_t>(kv_row_bytes(config.storage, config.head_dim))) {
   KVC_ASSERT(config.num_blocks >= 0 && config.block_size > 0 && config.head_dim > 0);
+  KVC_ASSERT(row_bytes_ > 0);  // q8_0 needs head_dim % 32 == 0 (callers check it first)
   const size_t slots = static_cast<size_t>(config.num_blocks) * config.block_size;
-  k_.resize(slots * config.head_dim * element_bytes());
+  k_.resize(slots * row_bytes_);
   v_.resize(k_.size());
   metric_.resize(slots);
   positions_.resize(slots);
@@ -26,7 +29,7 @@ BlockPool::BlockPool(const BlockPoolConfig& config) : config_(config) {
 
 size_t BlockPool::block_bytes() const {
   return static_cast<size_t>(config_.block_size) *
-         (2 * config_.head_dim * element_bytes() + sizeof(float) + sizeof(int32_t));
+         (2 * row_bytes_ + sizeof(float) + sizeof(int32_t));
 }
 
 int32_t BlockPool::allocate() {
@@ -54,6 +57,7 @@ PagedKvPool BlockPool::view() {
   pool.block_size = config_.block_size;
   pool.head_dim = config_.head_dim;
   pool.storage = config_.storage;
+  pool.row_bytes = static_cast<int64_t>(row_bytes_);
   return pool;
 }
 
@@ -71,6 +75,16 @@ void BlockPool::poison_slot(int64_t slot) {
     auto* k = reinterpret_cast<uint16_t*>(k_slot(slot));
     auto* v = reinterpret_cast<uint16_t*>(v_slot(slot));
     for (int32_t i = 0; i < d; ++i) k[i] = v[i] = 0x7e00;  // fp16 quiet NaN
+  } else if (config_.storage == KvStorageType::kQ8_0) {
+    // Every block's scale an fp16 NaN (so every value reads NaN), the quants 1.
+    for (uint8_t* row : {k_slot(slot), v_slot(slot)}) {
+      for (int32_t b = 0; b < d / 32; ++b) {
+        uint8_t* block = row + static_cast<size_t>(b) * 34;
+        const uint16_t nan = 0x7e00;
+        std::memcpy(block, &nan, sizeof(nan));
+        std::memset(block + 2, 1, 32);
+      }
+    }
   } else {
     auto* k = reinterpret_cast<float*>(k_slot(slot));
     auto* v = reinterpret_cast<float*>(v_slot(slot));

@@ -3,7 +3,8 @@
 //
 // Invariant: a block id is either on the free list or handed out (owned by exactly one head
 // row of PagedKvCache, which is the only caller of allocate/release).
-// With poison_freed (tests, `--poison-kv`), released blocks are filled with NaN keys/values, metric NaN and
+// With poison_freed (tests, `--poison-kv`), released blocks are filled with NaN keys/values (a
+// NaN scale for q8_0), metric NaN and
 // position INT32_MIN (so causal masking cannot hide the slot): any stray read shows up as NaN.
 #pragma once
 
@@ -40,22 +41,19 @@ class BlockPool {
 
   // Bytes of one block: K + V + metric + position for block_size slots.
   size_t block_bytes() const;
-  size_t element_bytes() const { return config_.storage == KvStorageType::kF16 ? 2 : 4; }
+  // Bytes of one slot's K (or V) row: kv_row_bytes(storage, head_dim).
+  size_t row_bytes() const { return row_bytes_; }
 
-  // Raw views for kernels. k/v: [num_blocks, block_size, head_dim]; metric/positions:
+  // Raw views for kernels. k/v: [num_blocks * block_size] slot rows; metric/positions:
   // [num_blocks, block_size].
   PagedKvPool view();
-  uint8_t* k_slot(int64_t slot) { return k_.data() + slot * config_.head_dim * element_bytes(); }
-  uint8_t* v_slot(int64_t slot) { return v_.data() + slot * config_.head_dim * element_bytes(); }
+  uint8_t* k_slot(int64_t slot) { return k_.data() + slot * row_bytes_; }
+  uint8_t* v_slot(int64_t slot) { return v_.data() + slot * row_bytes_; }
   float* metric() { return metric_.data(); }
   int32_t* positions() { return positions_.data(); }
   // Read-only views of the same slots (planners and tests read through a const cache).
-  const uint8_t* k_slot(int64_t slot) const {
-    return k_.data() + slot * config_.head_dim * element_bytes();
-  }
-  const uint8_t* v_slot(int64_t slot) const {
-    return v_.data() + slot * config_.head_dim * element_bytes();
-  }
+  const uint8_t* k_slot(int64_t slot) const { return k_.data() + slot * row_bytes_; }
+  const uint8_t* v_slot(int64_t slot) const { return v_.data() + slot * row_bytes_; }
   const float* metric() const { return metric_.data(); }
   const int32_t* positions() const { return positions_.data(); }
 
@@ -69,8 +67,9 @@ class BlockPool {
   void poison(int32_t block);
 
   BlockPoolConfig config_;
-  std::vector<uint8_t> k_;          // [num_blocks, block_size, head_dim] storage elements
-  std::vector<uint8_t> v_;          // [num_blocks, block_size, head_dim]
+  size_t row_bytes_;
+  std::vector<uint8_t> k_;          // [num_blocks * block_size] slot rows of row_bytes_
+  std::vector<uint8_t> v_;          // [num_blocks * block_size] slot rows of row_bytes_
   std::vector<float> metric_;       // [num_blocks, block_size]
   std::vector<int32_t> positions_;  // [num_blocks, block_size]
   std::vector<int32_t> free_;       // stack of free block ids

@@ -72,7 +72,7 @@ CompactionPlan plan_compaction(const PagedKvCache& cache, SequenceId seq,
 void apply_compaction(PagedKvCache& cache, const CompactionPlan& plan) {
   const int32_t bs = cache.config().block_size;
   BlockPool& pool = cache.pool();
-  const size_t kv_bytes = static_cast<size_t>(pool.head_dim()) * pool.element_bytes();
+  const size_t kv_bytes = pool.row_bytes();
   float* metric = pool.metric();
   int32_t* positions = pool.positions();
   for (const RowCompaction& rc : plan.rows) {

@@ -42,7 +42,7 @@ SequenceId PagedKvCache::copy_sequence(SequenceId src) {
   const std::vector<HeadRow>& from = sequences_[src].rows;
   std::vector<HeadRow>& to = sequences_[dst].rows;
   const int64_t bs = config_.block_size;
-  const size_t kv_bytes = static_cast<size_t>(bs) * config_.head_dim * pool_.element_bytes();
+  const size_t kv_bytes = static_cast<size_t>(bs) * pool_.row_bytes();
   for (size_t r = 0; r < from.size(); ++r) {
     to[r].length = from[r].length;
     for (int32_t src_block : from[r].blocks) {

@@ -22,8 +22,15 @@ using simd::hmax_ps;
 using simd::hsum_ps;
 using simd::transpose8;
 
-inline __m256 load8(const void* base, int64_t index, KvStorageType storage) {
-  return simd::load_kv_8(base, index, storage == KvStorageType::kF16);
+// Values [i, i + 8) of the K (or V) row of physical slot `slot`, as floats.
+inline __m256 load8(const PagedKvPool& pool, const void* base, int64_t slot, int32_t i) {
+  const uint8_t* row = static_cast<const uint8_t*>(base) + slot * pool.row_bytes;
+  switch (pool.storage) {
+    case KvStorageType::kF16: return simd::load_kv_f16_8(row, i);
+    case KvStorageType::kF32: return simd::load_kv_f32_8(row, i);
+    case KvStorageType::kQ8_0: break;
+  }
+  return simd::load_kv_q8_0_8(row, i);
 }
 
 constexpr int kMaxGroup = 16;
@@ -47,7 +54,7 @@ void load_chunk(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float*
     for (int32_t i = 0; i < d; i += 8) {
       __m256 r[8];
       for (int32_t j = 0; j < 8; ++j) {
-        r[j] = first + j < nc ? load8(pool.k, slot[first + j] * d + i, pool.storage)
+        r[j] = first + j < nc ? load8(pool, pool.k, slot[first + j], i)
                               : _mm256_setzero_ps();
       }
       transpose8(r);
@@ -56,7 +63,7 @@ void load_chunk(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float*
   }
   for (int32_t j = 0; j < kChunk; ++j) {
     for (int32_t i = 0; i < d; i += 8) {
-      _mm256_store_ps(vc + j * d + i, j < nc ? load8(pool.v, slot[j] * d + i, pool.storage)
+      _mm256_store_ps(vc + j * d + i, j < nc ? load8(pool, pool.v, slot[j], i)
                                              : _mm256_setzero_ps());
     }
   }
@@ -153,7 +160,7 @@ inline void group_scores(const PagedKvPool& pool, const float* q, const int64_t*
   for (int32_t i = 0; i < d; i += 8) {
     for (int j = 0; j < kSlots; ++j) {
       if (!visible[j]) continue;
-      const __m256 k = load8(pool.k, slot[j] * d + i, pool.storage);
+      const __m256 k = load8(pool, pool.k, slot[j], i);
       for (int g = 0; g < G; ++g) acc[j][g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + i), k, acc[j][g]);
     }
   }
@@ -232,7 +239,7 @@ inline void group_values(const PagedKvPool& pool, const float* p, int32_t n, con
     for (int g = 0; g < G; ++g) acc[g] = _mm256_loadu_ps(o + g * d + i);
     for (int32_t j = 0; j < count; ++j) {
       if (!visible[j]) continue;
-      const __m256 v = load8(pool.v, slot[j] * d + i, pool.storage);
+      const __m256 v = load8(pool, pool.v, slot[j], i);
       for (int g = 0; g < G; ++g) {
         acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + static_cast<int64_t>(g) * n + j), v, acc[g]);
       }

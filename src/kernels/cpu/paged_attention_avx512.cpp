@@ -52,10 +52,33 @@ inline __m512 exp_ps(__m512 x) {
   return _mm512_mul_ps(y, _mm512_castsi512_ps(pow2n));
 }
 
-// 16 KV values from element `index`, as floats.
-inline __m512 load_kv_16(const void* base, int64_t index, bool f16) {
-  if (f16) return _mm512_cvtph_ps(simd::load_256(static_cast<const uint16_t*>(base) + index));
-  return _mm512_loadu_ps(static_cast<const float*>(base) + index);
+// Values [i, i + n) (n = 8 or 16, i % n == 0) of the K (or V) row of physical slot `slot`, as
+// floats (simd::load_kv_*_8 and their 16-lane versions: q8_0 values d * q, exact).
+inline const uint8_t* slot_row(const PagedKvPool& pool, const void* base, int64_t slot) {
+  return static_cast<const uint8_t*>(base) + slot * pool.row_bytes;
+}
+inline __m256 load_kv_8(const PagedKvPool& pool, const void* base, int64_t slot, int32_t i) {
+  const uint8_t* row = slot_row(pool, base, slot);
+  switch (pool.storage) {
+    case KvStorageType::kF16: return simd::load_kv_f16_8(row, i);
+    case KvStorageType::kF32: return simd::load_kv_f32_8(row, i);
+    case KvStorageType::kQ8_0: break;
+  }
+  return simd::load_kv_q8_0_8(row, i);
+}
+inline __m512 load_kv_16(const PagedKvPool& pool, const void* base, int64_t slot, int32_t i) {
+  const uint8_t* row = slot_row(pool, base, slot);
+  switch (pool.storage) {
+    case KvStorageType::kF16: return _mm512_cvtph_ps(simd::load_256(row + 2 * static_cast<int64_t>(i)));
+    case KvStorageType::kF32:
+      return _mm512_loadu_ps(reinterpret_cast<const float*>(row + 4 * static_cast<int64_t>(i)));
+    case KvStorageType::kQ8_0: break;
+  }
+  const uint8_t* block = row + static_cast<int64_t>(i / 32) * 34;
+  uint16_t scale;
+  std::memcpy(&scale, block, sizeof(scale));
+  const __m512i q = _mm512_cvtepi8_epi32(simd::load_128(block + 2 + i % 32));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(simd::half_to_float(scale)));
 }
 
 // The chunk's K rows as f32, transposed: kt [d, kChunk]; V rows as f32: vc [kChunk, d].
@@ -63,12 +86,11 @@ inline __m512 load_kv_16(const void* base, int64_t index, bool f16) {
 // K is transposed in 8x8 pieces (two per 8 columns of the chunk's 16 slots).
 void load_chunk(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float* kt, float* vc) {
   const int32_t d = pool.head_dim;
-  const bool f16 = pool.storage == KvStorageType::kF16;
   for (int32_t half = 0; half < kChunk; half += 8) {
     for (int32_t i = 0; i < d; i += 8) {
       __m256 r[8];
       for (int32_t j = 0; j < 8; ++j) {
-        r[j] = half + j < nc ? simd::load_kv_8(pool.k, slot[half + j] * d + i, f16)
+        r[j] = half + j < nc ? load_kv_8(pool, pool.k, slot[half + j], i)
                              : _mm256_setzero_ps();
       }
       simd::transpose8(r);
@@ -78,7 +100,7 @@ void load_chunk(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float*
   for (int32_t j = 0; j < kChunk; ++j) {
     for (int32_t i = 0; i < d; i += 16) {
       _mm512_store_ps(vc + j * d + i,
-                      j < nc ? load_kv_16(pool.v, slot[j] * d + i, f16) : _mm512_setzero_ps());
+                      j < nc ? load_kv_16(pool, pool.v, slot[j], i) : _mm512_setzero_ps());
     }
   }
 }

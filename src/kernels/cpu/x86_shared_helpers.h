@@ -99,10 +99,22 @@ inline void transpose8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-// 8 KV values from element `index` of an f16 (`f16`) or f32 array, as floats.
-inline __m256 load_kv_8(const void* base, int64_t index, bool f16) {
-  if (f16) return _mm256_cvtph_ps(load_128(static_cast<const uint16_t*>(base) + index));
-  return _mm256_loadu_ps(static_cast<const float*>(base) + index);
+// Values [i, i + 8) (i % 8 == 0) of one slot's K or V row, as floats, for each KV storage
+// type (kernels/paged_attention.h): fp16, f32, or q8_0 blocks of 34 bytes (fp16 scale d, then
+// 32 int8 q; the 8 values lie in one block). d * q is exact in float.
+inline __m256 load_kv_f16_8(const uint8_t* row, int32_t i) {
+  return _mm256_cvtph_ps(load_128(row + 2 * static_cast<int64_t>(i)));
+}
+inline __m256 load_kv_f32_8(const uint8_t* row, int32_t i) {
+  return _mm256_loadu_ps(reinterpret_cast<const float*>(row + 4 * static_cast<int64_t>(i)));
+}
+inline __m256 load_kv_q8_0_8(const uint8_t* row, int32_t i) {
+  const uint8_t* block = row + static_cast<int64_t>(i / 32) * 34;
+  uint16_t scale;
+  std::memcpy(&scale, block, sizeof(scale));
+  const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + i % 32));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)),
+                       _mm256_set1_ps(half_to_float(scale)));
 }
 
 // 16 bytes of packed nibbles -> 32 bytes: low nibbles in bytes 0..15, high in 16..31 (the

@@ -1,5 +1,6 @@
 // Scalar paged attention: the specification for the SIMD kernel.
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -10,9 +11,28 @@
 namespace kvc::reference {
 namespace {
 
-float load(const PagedKvPool& pool, const void* base, int64_t index) {
-  return pool.storage == KvStorageType::kF16 ? fp16_to_float(static_cast<const uint16_t*>(base)[index])
-                                             : static_cast<const float*>(base)[index];
+// Value i of the K (or V) row of physical slot `slot`.
+float load(const PagedKvPool& pool, const void* base, int64_t slot, int32_t i) {
+  const uint8_t* row = static_cast<const uint8_t*>(base) + slot * pool.row_bytes;
+  switch (pool.storage) {
+    case KvStorageType::kF16: {
+      uint16_t h;
+      std::memcpy(&h, row + 2 * static_cast<int64_t>(i), sizeof(h));
+      return fp16_to_float(h);
+    }
+    case KvStorageType::kF32: {
+      float f;
+      std::memcpy(&f, row + 4 * static_cast<int64_t>(i), sizeof(f));
+      return f;
+    }
+    case KvStorageType::kQ8_0: {
+      const uint8_t* block = row + static_cast<int64_t>(i / 32) * 34;
+      uint16_t h;
+      std::memcpy(&h, block, sizeof(h));
+      return fp16_to_float(h) * static_cast<float>(static_cast<int8_t>(block[2 + i % 32]));
+    }
+  }
+  return 0.0f;
 }
 
 int64_t slot_of(const PagedKvPool& pool, const PagedHeadRow& row, int32_t s) {
@@ -33,7 +53,7 @@ float scores(const PagedKvPool& pool, const PagedHeadRow& row, const float* q, i
       continue;
     }
     float dot = 0.0f;
-    for (int32_t i = 0; i < d; ++i) dot += q[i] * load(pool, pool.k, slot * d + i);
+    for (int32_t i = 0; i < d; ++i) dot += q[i] * load(pool, pool.k, slot, i);
     p[s] = dot * scale;
     max = std::max(max, p[s]);
   }
@@ -64,7 +84,7 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
         p[s] = static_cast<float>(p[s] / sum);
         if (p[s] == 0.0f) continue;
         const int64_t slot = slot_of(pool, row, s);
-        for (int32_t i = 0; i < d; ++i) o[i] += p[s] * load(pool, pool.v, slot * d + i);
+        for (int32_t i = 0; i < d; ++i) o[i] += p[s] * load(pool, pool.v, slot, i);
       }
     }
     if (accumulation != MetricAccumulation::kNone && pool.metric != nullptr) {
@@ -100,7 +120,7 @@ void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
       const float e = std::exp(p[s] - m);
       total += e;
       const int64_t slot = slot_of(pool, row, begin + s);
-      for (int32_t i = 0; i < d; ++i) a[i] += e * load(pool, pool.v, slot * d + i);
+      for (int32_t i = 0; i < d; ++i) a[i] += e * load(pool, pool.v, slot, i);
     }
     sum[g] = static_cast<float>(total);
   }
@@ -139,8 +159,8 @@ void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
     for (int32_t j = 0; j < nc; ++j) {
       const int64_t slot = slots[j];
       for (int32_t i = 0; i < d; ++i) {
-        k[static_cast<size_t>(j) * d + i] = load(pool, pool.k, slot * d + i);
-        v[static_cast<size_t>(j) * d + i] = load(pool, pool.v, slot * d + i);
+        k[static_cast<size_t>(j) * d + i] = load(pool, pool.k, slot, i);
+        v[static_cast<size_t>(j) * d + i] = load(pool, pool.v, slot, i);
       }
     }
     for (int32_t m = 0; m < n_rows; ++m) {
