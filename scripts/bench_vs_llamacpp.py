@@ -47,8 +47,9 @@ def kvc_case(args, case: str) -> tuple[float, float]:
     if case.startswith("pp"):
         n = int(case[2:])
         prompt, gen = (n - 2, 1) if n + 2 > args.n_ctx else (n, 1)
+        # --no-bandwidth: the copy-bandwidth measurement would add its buffers to the peak RSS.
         out, rss = run(base + ["--prompt-tokens", str(prompt), "--gen-tokens", str(gen),
-                               "--repeat", "1", "-b", "512"])
+                               "--repeat", "1", "-b", "512", "--no-bandwidth"])
         return json.loads(out.splitlines()[-1])["prefill_tokens_per_second"], rss
     if case.startswith("tg@"):
         depth = int(case[3:])

@@ -303,6 +303,38 @@ TEST_F(EngineTest, CompressionDuringPrefillRunsPromptsLongerThanThePool) {
   engine.cache().check_invariants();
 }
 
+// A chunk budget factor F keeps F x the budget between chunks: the peak is F x C + one chunk
+// per row (admitted and reserved as such), the final pass still ends at C, and the KVs kept
+// differ from factor 1's (the final pass chose among more candidates).
+TEST_F(EngineTest, ChunkBudgetFactorKeepsMoreBetweenChunksAndEndsAtTheBudget) {
+  const int32_t n = 1850, chunk = 256, bs = 16;
+  Engine engine(*model_, config(rows() * 40));
+  Request base = greedy(prompt_of(n, 0), 4);
+  base.compression.policy = KvPolicy::kKvCompress;
+  base.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 0};
+  base.compression.compress_chunk = chunk;
+  Request wide = base;
+  wide.compression.chunk_budget_factor = 2.0;  // 256 KVs per row between chunks
+  Request too_wide = base;
+  too_wide.compression.chunk_budget_factor = 4.0;  // 512/16 + 16 = 48 blocks per row > 40
+  EXPECT_THROW(engine.submit(too_wide), Error);
+  Request no_chunk = base;
+  no_chunk.compression.compress_chunk = 0;
+  no_chunk.compression.chunk_budget_factor = 2.0;
+  EXPECT_THROW(engine.submit(no_chunk), Error);
+  const std::vector<RequestResult> got = serve(engine, {base, wide});
+  const size_t block_bytes = engine.cache().pool().block_bytes();
+  EXPECT_LE(got[0].stats.kv_bytes_peak, static_cast<size_t>(rows() * (8 + 16)) * block_bytes);
+  EXPECT_LE(got[1].stats.kv_bytes_peak, static_cast<size_t>(rows() * (16 + 16)) * block_bytes);
+  EXPECT_GT(got[1].stats.kv_bytes_peak, got[0].stats.kv_bytes_peak);
+  for (const RequestResult& r : got) {
+    EXPECT_EQ(r.stats.compressions, (n + chunk - 1) / chunk);
+    EXPECT_LE(r.stats.kv_retained, static_cast<int64_t>(rows()) * (128 + 16 + bs));
+  }
+  EXPECT_NE(got[1].stats.retained_after_prompt, got[0].stats.retained_after_prompt);
+  EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
+}
+
 // Chunk boundaries move the observing window and run compression passes between chunks; with a
 // budget that keeps every KV no pass evicts anything. The tokens are not compared beyond the
 // first: each chunk's window runs through the per-query kernel instead of the tiled one, and

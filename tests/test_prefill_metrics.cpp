@@ -90,9 +90,11 @@ TEST(PrefillMetrics, PoolAndSpansFollowPositionsInAScrambledRow) {
   const std::vector<float> fresh = naive(1, false);
   const std::vector<float> maxed = row_metric(pos, raw, 1, {}, MetricMerge::kMax, before);
   const std::vector<float> added = row_metric(pos, raw, 1, {}, MetricMerge::kAdd, before);
+  const std::vector<float> replaced = row_metric(pos, raw, 1, {}, MetricMerge::kReplace, before);
   for (size_t s = 0; s < pos.size(); ++s) {
     EXPECT_EQ(maxed[s], std::max(before[s], fresh[s])) << s;
     EXPECT_FLOAT_EQ(added[s], before[s] + fresh[s]) << s;
+    EXPECT_EQ(replaced[s], fresh[s]) << s;
   }
 }
 

@@ -116,6 +116,13 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
       ->group(group);
+  app.add_option("--chunk-budget-factor", o.chunk_budget_factor,
+                 "With --compress-chunk: between chunks keep this many times the budget, and cut "
+                 "to the budget only after the last chunk, whose observing queries see the "
+                 "prompt's end (the question); KV memory: factor x budget + one chunk")
+      ->check(CLI::Range(1.0, 1e6))
+      ->capture_default_str()
+      ->group(group);
   add_policy_tuning_options(app, o);
 }
 
@@ -200,6 +207,7 @@ CompressionConfig compression_config(const CompressionOptions& o) {
   c.continual = !o.no_continual;
   c.interval = o.interval;
   c.compress_chunk = o.compress_chunk;
+  c.chunk_budget_factor = o.chunk_budget_factor;
   validate_compression_config(c);
   return c;
 }

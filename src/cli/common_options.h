@@ -50,6 +50,7 @@ struct CompressionOptions {
   bool no_continual = false;
   int32_t interval = 0;
   int32_t compress_chunk = 0;
+  double chunk_budget_factor = 1.0;
   int32_t streaming_sinks = 4;
   uint64_t policy_seed = 0;
   double ada_safeguard = 0.2;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -55,6 +56,20 @@ EvictionPlan plan_eviction(const PagedKvCache& cache, SequenceId seq, int64_t bu
   return {};
 }
 
+CacheBudget CompressionConfig::chunk_budget() const {
+  CacheBudget b = budget;
+  switch (b.kind) {
+    case CacheBudget::kMaxCacheTokens: b.value = std::floor(b.value * chunk_budget_factor); break;
+    case CacheBudget::kCompressionRate:
+      b.value = std::max(1.0, b.value / chunk_budget_factor);
+      b.min_cache = static_cast<int32_t>(
+          std::min(1e9, std::floor(b.min_cache * chunk_budget_factor)));
+      break;
+    case CacheBudget::kFractionKept: break;  // rejected with compress_chunk
+  }
+  return b;
+}
+
 void validate_compression_config(const CompressionConfig& c) {
   if (!c.compresses()) return;
   validate_budget(c.budget);
@@ -75,6 +90,12 @@ void validate_compression_config(const CompressionConfig& c) {
       fail("--compress-chunk needs a budget in KVs or a compression rate, not a fraction kept "
            "(each chunk would keep a fraction of the last)");
     }
+  }
+  if (!(c.chunk_budget_factor >= 1.0 && c.chunk_budget_factor <= 1e6)) {
+    fail("--chunk-budget-factor must be in [1, 1e6], got {}", c.chunk_budget_factor);
+  }
+  if (c.chunk_budget_factor != 1.0 && c.compress_chunk == 0) {
+    fail("--chunk-budget-factor applies between prefill chunks: set --compress-chunk too");
   }
   if (c.streaming_sinks < 0) fail("streamingllm sinks must be >= 0, got {}", c.streaming_sinks);
   if (c.group_size < 1) fail("group size must be >= 1, got {}", c.group_size);
@@ -123,7 +144,12 @@ std::string describe_policy(const CompressionConfig& c) {
 std::string describe(const CompressionConfig& c) {
   if (!c.compresses()) return "full (no eviction)";
   if (c.compress_chunk == 0) return describe_policy(c);
-  return fmt::format("{}, compressed every {} prompt tokens", describe_policy(c), c.compress_chunk);
+  if (c.chunk_budget_factor == 1.0) {
+    return fmt::format("{}, compressed every {} prompt tokens", describe_policy(c),
+                       c.compress_chunk);
+  }
+  return fmt::format("{}, compressed every {} prompt tokens to {:g}x the budget", describe_policy(c),
+                     c.compress_chunk, c.chunk_budget_factor);
 }
 
 void set_policy(CompressionConfig& config, std::string_view name) {

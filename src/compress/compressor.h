@@ -35,6 +35,12 @@ struct CompressionConfig {
   // its budget, so a prompt only needs the budget plus one chunk of KV memory. 0: compress
   // once, after the whole prompt (the paper's method).
   int32_t compress_chunk = 0;
+  // Between chunks, compress to this many times the budget instead of the budget itself; the
+  // pass after the prompt's last chunk, whose observing queries see the prompt's end (usually
+  // the question), still compresses to the budget. A prompt then needs factor x budget + one
+  // chunk of KV memory, and the final pass chooses among factor x more candidates: KVs that
+  // only the question makes important have factor x the chance to still be there.
+  double chunk_budget_factor = 1.0;
   bool continual = true;           // compress when a decode step would run out of blocks
   int32_t interval = 0;            // also compress every `interval` decode steps (0: never)
   // Baselines (compress/baseline_planners.h):
@@ -48,6 +54,8 @@ struct CompressionConfig {
 
   bool compresses() const { return policy != KvPolicy::kFull; }
   bool compresses_during_prefill() const { return compresses() && compress_chunk > 0; }
+  // The budget of a pass between prefill chunks: `budget` scaled by chunk_budget_factor.
+  CacheBudget chunk_budget() const;
 };
 
 // Throws kvc::Error naming the bad option (values come from the CLI or requests). h2o, snapkv,

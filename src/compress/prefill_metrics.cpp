@@ -82,7 +82,11 @@ void write_prefill_metrics(PagedKvCache& cache, SequenceId seq, const Observatio
       }
       for (int32_t i = 0; i < n; ++i) {
         float& m = dst[slot[order[i]]];
-        m = merge == MetricMerge::kAdd ? m + metric[i] : std::max(m, metric[i]);
+        switch (merge) {
+          case MetricMerge::kMax: m = std::max(m, metric[i]); break;
+          case MetricMerge::kAdd: m += metric[i]; break;
+          case MetricMerge::kReplace: m = metric[i]; break;
+        }
       }
     }
   }

@@ -27,8 +27,12 @@ namespace kvc {
 //         strongest evidence any window gave it (each chunk's KVs are judged by at least the
 //         window right after them, so no chunk is favoured by being seen more often);
 //   kAdd  full observation: the metric is a sum over every observing query, and each chunk
-//         delivers the sums of its own queries.
-enum class MetricMerge : uint8_t { kMax, kAdd };
+//         delivers the sums of its own queries;
+//   kReplace  the window at the prompt's end, after chunks: it alone ranks the KVs for the
+//         final cut, as it does without chunks (the earlier windows only chose which KVs
+//         survived until it could look; their scores, mostly local attention of text long
+//         past, would otherwise outrank what the question points at).
+enum class MetricMerge : uint8_t { kMax, kAdd, kReplace };
 
 // Sets the metric of every KV of `seq` from `scores` (slot-indexed: the rows must not have
 // moved since observation). With span_start (one entry per prompt position: the first

@@ -148,9 +148,13 @@ class Engine {
   void advance(Sequence& s);         // after a step: post-prefill, sampling, finish
   void post_prefill(Sequence& s);
   void compress_prefill_chunk(Sequence& s);
-  void write_observed_metrics(Sequence& s);
+  // final_pass: the pass after the prompt's last token, whose window alone ranks the KVs
+  // (MetricMerge::kReplace; a no-op difference without chunks, where every metric is 0).
+  void write_observed_metrics(Sequence& s, bool final_pass = false);
   void update_reservation(Sequence& s);
-  CompressionResult compress(Sequence& s, int64_t max_blocks, bool pressure);
+  // between_chunks: a pass between prefill chunks, to CompressionConfig::chunk_budget().
+  CompressionResult compress(Sequence& s, int64_t max_blocks, bool pressure,
+                             bool between_chunks = false);
   void finish(Sequence& s, FinishReason reason);
   // scheduler.cpp: what runs in a step
   std::vector<StepEntry> schedule();

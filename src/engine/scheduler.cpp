@@ -18,11 +18,11 @@ int64_t Engine::prefill_blocks(const CompressionConfig& c, int64_t prompt_len) c
   if (!c.compresses_during_prefill() || prompt_len <= c.compress_chunk) {
     return uncompressed;
   }
-  // After each chunk's compression a sequence owns at most its budget then (<= the budget at
-  // the prompt's end: C never shrinks as the prompt grows), unless the KVs no policy evicts
-  // (protected window and sinks of every row) need more; the next chunk adds at most
-  // ceil(chunk / bs) blocks to each row.
-  const int64_t budget = target_blocks(c.budget, prompt_len, cache_, -1);
+  // After each chunk's compression a sequence owns at most its chunk budget then (<= that
+  // budget at the prompt's end: C never shrinks as the prompt grows; >= the final budget),
+  // unless the KVs no policy evicts (protected window and sinks of every row) need more; the
+  // next chunk adds at most ceil(chunk / bs) blocks to each row.
+  const int64_t budget = target_blocks(c.chunk_budget(), prompt_len, cache_, -1);
   const int64_t kept =
       c.planner.protected_window + std::max(c.planner.sink_tokens, c.streaming_sinks);
   const int64_t floor = rows * ((kept + bs - 1) / bs);

@@ -185,11 +185,13 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
   }
 }
 
-CompressionResult Engine::compress(Sequence& s, int64_t max_blocks, bool pressure) {
+CompressionResult Engine::compress(Sequence& s, int64_t max_blocks, bool pressure,
+                                   bool between_chunks) {
   // A compression rate applies to the tokens seen so far (the prompt, or its chunks so far).
   const int64_t tokens = s.prompt_done ? s.prompt_len : s.n_computed;
-  const CompressionResult r =
-      compress_sequence(cache_, s.cache_seq, tokens, s.compression, max_blocks);
+  CompressionConfig config = s.compression;
+  if (between_chunks) config.budget = config.chunk_budget();
+  const CompressionResult r = compress_sequence(cache_, s.cache_seq, tokens, config, max_blocks);
   ++s.stats.compressions;
   s.stats.compress_seconds += r.plan_seconds + r.compact_seconds;
   ++metrics_.compressions;
@@ -199,7 +201,7 @@ CompressionResult Engine::compress(Sequence& s, int64_t max_blocks, bool pressur
   return r;
 }
 
-void Engine::write_observed_metrics(Sequence& s) {
+void Engine::write_observed_metrics(Sequence& s, bool final_pass) {
   if (s.policy_observer < 0) return;
   const ModelConfig& mc = model_.config();
   const size_t per_observer = static_cast<size_t>(mc.n_layer) * mc.n_head * s.prompt_len;
@@ -219,12 +221,14 @@ void Engine::write_observed_metrics(Sequence& s) {
       cache_, s.cache_seq, scores, s.compression.group_size,
       s.compression.full_observation ? 1 : s.compression.pool_kernel,
       s.compression.word_spans ? std::span<const int32_t>(owner.word_spans) : std::span<const int32_t>(),
-      s.compression.full_observation ? MetricMerge::kAdd : MetricMerge::kMax);
+      s.compression.full_observation ? MetricMerge::kAdd
+      : final_pass                   ? MetricMerge::kReplace
+                                     : MetricMerge::kMax);
 }
 
 void Engine::compress_prefill_chunk(Sequence& s) {
   write_observed_metrics(s);
-  compress(s, INT64_MAX, false);
+  compress(s, INT64_MAX, false, true);
   // The observation is slot-indexed and compaction moved slots: the next chunk starts afresh
   // (its scores meet the metric this pass left, docs/design.md §5).
   std::fill(s.observation.begin(), s.observation.end(), 0.0f);
@@ -244,7 +248,7 @@ void Engine::post_prefill(Sequence& s) {
   }
   if (s.compression.compresses()) {
     const int64_t rows = static_cast<int64_t>(mc.n_layer) * mc.n_head_kv;
-    write_observed_metrics(s);
+    write_observed_metrics(s, true);
     CompressionResult r = compress(s, INT64_MAX, false);
     if (s.compression.compresses_during_prefill()) {
       // Report against the uncompressed prompt, not the last chunk.

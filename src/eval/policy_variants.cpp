@@ -23,18 +23,33 @@ constexpr VariantName kAblations[] = {
 }  // namespace
 
 PolicyVariant make_policy_variant(std::string_view full_name, const CompressionConfig& base) {
-  // NAME:chunkN: NAME compressing during prefill every N prompt tokens.
+  // NAME:chunkN: NAME compressing during prefill every N prompt tokens; NAME:chunkN:xF keeping
+  // F times the budget between chunks (CompressionConfig::chunk_budget_factor).
   std::string_view name = full_name;
   int32_t chunk = 0;
+  double factor = 1.0;
   if (const size_t colon = full_name.find(':'); colon != std::string_view::npos) {
     name = full_name.substr(0, colon);
-    const std::string_view suffix = full_name.substr(colon + 1);
+    std::string_view suffix = full_name.substr(colon + 1);
+    std::string factor_text;
+    if (const size_t second = suffix.find(':'); second != std::string_view::npos) {
+      factor_text = std::string(suffix.substr(second + 1));
+      suffix = suffix.substr(0, second);
+    }
     const std::string digits(suffix.starts_with("chunk") ? suffix.substr(5) : std::string_view());
     char* end = nullptr;
     const long n = digits.empty() ? 0 : std::strtol(digits.c_str(), &end, 10);
-    if (digits.empty() || *end != '\0' || n < 1 || n > (1 << 24) || name == "full") {
-      fail("policy '{}': the only suffix is ':chunkN' (compress every N prompt tokens, N >= 1) "
-           "on a compressing policy",
+    bool bad = digits.empty() || *end != '\0' || n < 1 || n > (1 << 24) || name == "full";
+    if (!factor_text.empty()) {
+      const std::string f = factor_text.starts_with("x") ? factor_text.substr(1) : std::string();
+      char* f_end = nullptr;
+      factor = f.empty() ? 0.0 : std::strtod(f.c_str(), &f_end);
+      bad = bad || f.empty() || *f_end != '\0' || !(factor >= 1.0 && factor <= 1e6);
+    }
+    if (bad) {
+      fail("policy '{}': the only suffixes are ':chunkN' (compress every N prompt tokens, "
+           "N >= 1) and ':chunkN:xF' (keeping F >= 1 times the budget between chunks) on a "
+           "compressing policy",
            full_name);
     }
     chunk = static_cast<int32_t>(n);
@@ -60,6 +75,7 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   if (name == "kvcompress-words") v.config.word_spans = true;
   apply_policy_defaults(v.config);
   v.config.compress_chunk = chunk;
+  v.config.chunk_budget_factor = factor;
   validate_compression_config(v.config);
   return v;
 }
@@ -67,7 +83,8 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
 std::string policy_variant_names() {
   std::string names = policy_names_with_auto();
   for (const VariantName& a : kAblations) names += fmt::format(", {}", a.name);
-  return names + " (a compressing one with ':chunkN' compresses during prefill every N tokens)";
+  return names + " (a compressing one with ':chunkN' compresses during prefill every N tokens; "
+                 "':chunkN:xF' keeps F times the budget between chunks)";
 }
 
 CompressionConfig with_budget(const PolicyVariant& variant, int32_t budget) {

@@ -169,6 +169,8 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
       get_int(body, "protected_window", c.planner.protected_window, 0, 1 << 24));
   c.compress_chunk = static_cast<int32_t>(
       get_int(body, "compress_chunk", c.compress_chunk, 0, 1 << 24));
+  c.chunk_budget_factor =
+      get_number(body, "chunk_budget_factor", c.chunk_budget_factor, 1.0, 1e6);
   if (get_bool(body, "compress_once", false)) {
     c.continual = false;
     c.interval = 0;

@@ -215,7 +215,7 @@ class OpenAIClientTest(unittest.TestCase):
         bad_values = [None, -1, 0, 1e30, "x", [], {}, True, [1, "a"], -1e9, 10**30, "\x00"]
         fields = ["max_tokens", "temperature", "top_p", "top_k", "seed", "stream", "stop",
                   "prompt", "model", "n", "kv_policy", "max_cache_tokens", "compression_rate",
-                  "protected_window", "compress_once", "compress_chunk", "messages",
+                  "protected_window", "compress_once", "compress_chunk", "chunk_budget_factor", "messages",
                   "stream_options"]
         bodies = [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"prompt": "a"' * 50,
                   json.dumps({"model": "nope", "prompt": "x"}).encode(),
