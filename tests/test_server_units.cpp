@@ -106,8 +106,9 @@ namespace kvc {
 namespace {
 
 // Two sequences: a decode token (per query) and a 70-token prompt chunk whose last 8 queries
-// observe. The plan covers every token exactly once per KV head, observers run per query in
-// one unit, tiles hold at most kMaxQueryTile queries, and units come largest first.
+// observe. Every token's output is written by exactly one unit per KV head (the prompt's by its
+// tiles), the observers' queries run again per query in one observe-only unit, tiles hold at
+// most kMaxQueryTile queries, and units come largest first.
 TEST(AttentionPlan, CoversEveryTokenOnceAndKeepsObserversInOneUnit) {
   ForwardBatch batch;
   const int32_t rows = 2;  // n_layer * n_head_kv
@@ -132,22 +133,26 @@ TEST(AttentionPlan, CoversEveryTokenOnceAndKeepsObserversInOneUnit) {
   batch.rows[2] = batch.rows[3] = PagedHeadRow{nullptr, 70};
 
   const std::vector<AttentionWork> work = plan_attention_work(batch, rows, 1, 2);
-  std::vector<int32_t> seen(71, 0);
+  std::vector<int32_t> outputs(71, 0);  // units that write each token's output
   int32_t observer_units = 0;
   for (size_t i = 0; i < work.size(); ++i) {
     const AttentionWork& u = work[i];
-    for (int32_t t = u.first; t < u.first + u.count; ++t) ++seen[t];
+    if (!u.observe_only) {
+      for (int32_t t = u.first; t < u.first + u.count; ++t) ++outputs[t];
+    }
     if (u.tiled) EXPECT_LE(u.count, kMaxQueryTile);
     if (u.sequence == 1 && !u.tiled) {
+      // The observers' pass: the last 8 prompt tokens, whose outputs the tiles write.
       ++observer_units;
-      EXPECT_EQ(u.first, 1 + 62);  // the last 8 prompt tokens
+      EXPECT_TRUE(u.observe_only);
+      EXPECT_EQ(u.first, 1 + 62);
       EXPECT_EQ(u.count, 8);
     }
-    if (u.sequence == 0) EXPECT_FALSE(u.tiled);
+    if (u.sequence == 0) EXPECT_FALSE(u.tiled || u.observe_only);
     if (i > 0) EXPECT_GE(work[i - 1].cost, u.cost);
   }
   EXPECT_EQ(observer_units, 1);
-  for (int32_t t = 0; t < 71; ++t) EXPECT_EQ(seen[t], 1) << "token " << t;
+  for (int32_t t = 0; t < 71; ++t) EXPECT_EQ(outputs[t], 1) << "token " << t;
 }
 
 }  // namespace

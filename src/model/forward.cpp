@@ -38,6 +38,7 @@ ForwardPass::ForwardPass(const Model& model, int32_t max_batch_tokens, int32_t m
   rope_.resize(T * c.rope_dims);
   attn_scratch_.resize(static_cast<size_t>(omp_get_max_threads()) * c.group_size() *
                        static_cast<size_t>(max_context));
+  observed_out_.resize(static_cast<size_t>(omp_get_max_threads()) * c.group_size() * c.head_dim);
 }
 
 std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBatch& batch) {
@@ -157,7 +158,7 @@ void ForwardPass::attention(const PagedKvPool& pool, const ForwardBatch& batch, 
   // Per-query units: each token in order, accumulating the decode metric and recording the
   // observers; one unit covers all of a sequence's per-query tokens for this KV head, so every
   // row's metric and every observer's sums have one writer.
-  const auto run_unit = [&](const AttentionWork& u, int32_t h, float* scratch) {
+  const auto run_unit = [&](const AttentionWork& u, int32_t h, float* scratch, float* discard) {
     const BatchSequence& s = batch.sequences[static_cast<size_t>(u.sequence)];
     const PagedHeadRow& row =
         batch.rows[static_cast<size_t>(s.row_offset + layer * c.n_head_kv + h)];
@@ -177,8 +178,10 @@ void ForwardPass::attention(const PagedKvPool& pool, const ForwardBatch& batch, 
     for (int32_t t = u.first; t < u.first + u.count; ++t) {
       queries.q = q_.data() + t * q_dim + head_offset;
       queries.positions = batch.positions.data() + t;
+      // An observe-only unit's outputs come from the tiles; this pass is for the observers.
       paged_attention(pool, row, queries, scale, s.metric,
-                      attn_.data() + t * q_dim + head_offset, q_dim, scratch);
+                      u.observe_only ? discard : attn_.data() + t * q_dim + head_offset, q_dim,
+                      scratch);
       for (int32_t o = 0; o < s.n_observers; ++o) {
         const ObservationOptions& obs = s.observers[o];
         if (!observes(obs, batch.positions[t])) continue;
@@ -258,11 +261,13 @@ void ForwardPass::attention(const PagedKvPool& pool, const ForwardBatch& batch, 
 #pragma omp parallel
   {
     float* scratch = attn_scratch_.data() + omp_get_thread_num() * scratch_per_thread;
+    float* discard = observed_out_.data() + static_cast<size_t>(omp_get_thread_num()) * group *
+                                                c.head_dim;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < n_items; ++i) {
       const AttentionItem& it = items[static_cast<size_t>(i)];
       if (it.part < 0) {
-        run_unit(work_[static_cast<size_t>(it.unit)], it.head, scratch);
+        run_unit(work_[static_cast<size_t>(it.unit)], it.head, scratch, discard);
       } else {
         run_part(it, scratch);
       }

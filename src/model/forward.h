@@ -10,8 +10,10 @@
 //   x [T, n_embd] -> rms_norm -> q [T, n_head*hd], k,v [T, n_head_kv*hd] (+bias) -> RoPE(q, k)
 //   -> store k, v into each sequence's head rows (paged_kv_store through the planned views)
 //   -> paged attention per planned work unit (kernels/paged_attention.h): query tiles of up to
-//      32 tokens per KV head (paged_attention_tiled), or per query for decode tokens and
-//      observing prompt queries (paged_attention, which also accumulates the decode metric);
+//      32 tokens per KV head (paged_attention_tiled) for every prompt token, and per query
+//      for decode tokens (paged_attention, which also accumulates the decode metric) and,
+//      again and only for the probabilities, for observing prompt queries (so a prompt's
+//      outputs never depend on who observes it);
 //      a decode token that accumulates no metric and whose row is longer than
 //      kDecodeSplitSlots is split into parts of that many slots run on any thread and merged
 //      in order (paged_attention_part, merge_attention_parts), so one long row keeps every
@@ -76,6 +78,7 @@ class ForwardPass {
   std::vector<float> up_;         // [T, n_ff]
   std::vector<float> rope_;       // [T, rope_dims] this step's rotations (rope_angles)
   std::vector<float> attn_scratch_;  // [threads, group * max_context]
+  std::vector<float> observed_out_;  // [threads, group * head_dim] observe-only outputs, unread
   std::vector<float> logits_;     // [n_logits, n_vocab]
   std::vector<AttentionWork> work_;  // this step's attention plan, shared by every layer
   // Flash-decoding parts of this layer's long decode rows (attention()): per part the

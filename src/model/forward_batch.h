@@ -71,13 +71,17 @@ struct AttentionWork {
   int32_t first = 0;  // batch token index
   int32_t count = 0;
   bool tiled = false;
+  // Per query for the observers only: the tokens' outputs come from tiles, so a prompt's bits
+  // never depend on who observes it (kvc eval's shared prefill, a chunk's window).
+  bool observe_only = false;
   int64_t cost = 0;   // ~ queries x KVs, for ordering (largest first)
 };
 
-// Splits every sequence's tokens into attention work: per-query tokens (and the observing
-// suffix of a prefill chunk) as one unit per sequence, the rest in query tiles of at most
-// kMaxQueryTile, smaller when there would be under two units (x KV heads) per thread. Sorted
-// by cost, largest first, so dynamic scheduling balances rows of different lengths.
+// Splits every sequence's tokens into attention work: per-query tokens as one unit per
+// sequence; a prompt chunk's tokens in query tiles of at most kMaxQueryTile, smaller when there
+// would be under two units (x KV heads) per thread, plus, when some of them observe, one
+// observe-only per-query unit over the observing suffix. Sorted by cost, largest first, so
+// dynamic scheduling balances rows of different lengths.
 // rows_per_sequence: n_layer * n_head_kv.
 std::vector<AttentionWork> plan_attention_work(const ForwardBatch& batch,
                                                int32_t rows_per_sequence, int32_t n_head_kv,
