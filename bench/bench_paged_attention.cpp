@@ -44,26 +44,24 @@ struct Fixture {
 };
 
 Fixture make_fixture(KvStorageType storage) {
-  {
-    Fixture out;
-    out.cache = std::make_unique<PagedKvCache>(KvCacheConfig{
-        1, 1, kHeadDim, kBlockSize, kTokens / kBlockSize, storage});
-    out.seq = out.cache->add_sequence();
-    std::mt19937 rng(7);
-    std::normal_distribution<float> g;
-    std::vector<float> k(static_cast<size_t>(kTokens) * kHeadDim), v(k.size());
-    for (float& x : k) x = g(rng);
-    for (float& x : v) x = g(rng);
-    out.positions.resize(kTokens);
-    for (int32_t i = 0; i < kTokens; ++i) out.positions[static_cast<size_t>(i)] = i;
-    out.cache->append(out.seq, 0, 0, k.data(), kHeadDim, v.data(), kHeadDim,
-                      out.positions.data(), kTokens);
-    out.q.resize(static_cast<size_t>(kTokens) * kGroup * kHeadDim);
-    for (float& x : out.q) x = g(rng);
-    out.out.resize(out.q.size());
-    out.scratch.resize(static_cast<size_t>(kGroup) * kTokens);
-    return out;
-  }
+  Fixture out;
+  out.cache = std::make_unique<PagedKvCache>(KvCacheConfig{
+      1, 1, kHeadDim, kBlockSize, kTokens / kBlockSize, storage});
+  out.seq = out.cache->add_sequence();
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g;
+  std::vector<float> k(static_cast<size_t>(kTokens) * kHeadDim), v(k.size());
+  for (float& x : k) x = g(rng);
+  for (float& x : v) x = g(rng);
+  out.positions.resize(kTokens);
+  for (int32_t i = 0; i < kTokens; ++i) out.positions[static_cast<size_t>(i)] = i;
+  out.cache->append(out.seq, 0, 0, k.data(), kHeadDim, v.data(), kHeadDim,
+                    out.positions.data(), kTokens);
+  out.q.resize(static_cast<size_t>(kTokens) * kGroup * kHeadDim);
+  for (float& x : out.q) x = g(rng);
+  out.out.resize(out.q.size());
+  out.scratch.resize(static_cast<size_t>(kGroup) * kTokens);
+  return out;
 }
 
 Fixture& fixture(KvStorageType storage) {

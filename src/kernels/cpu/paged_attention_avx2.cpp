@@ -17,6 +17,8 @@
 namespace kvc::avx2 {
 namespace {
 
+#include "kernels/cpu/x86_tile_helpers.h"  // NOLINT(build/include): inside the namespace
+
 using simd::exp_ps;
 using simd::hmax_ps;
 using simd::hsum_ps;
@@ -365,7 +367,6 @@ void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQu
                  float scale, float* out, int64_t out_stride) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int32_t d = pool.head_dim;
-  const int32_t bs = pool.block_size;
   const int32_t group = queries.group;
   const int32_t n_rows = queries.n_query * group;  // query row m = t * group + g
 
@@ -373,10 +374,7 @@ void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQu
   float row_sum[kMaxRows];  // [n_rows] running sum of exp(score - row_max)
   const float* q_row[kMaxRows];  // [n_rows] -> [d]
   float* out_row[kMaxRows];      // [n_rows] -> [d], the running (unnormalized) output
-  int32_t max_qpos = queries.positions[0];
-  for (int32_t t = 0; t < queries.n_query; ++t) {
-    max_qpos = queries.positions[t] > max_qpos ? queries.positions[t] : max_qpos;
-  }
+  const int32_t max_qpos = tile_max_position(queries);
   for (int32_t m = 0; m < n_rows; ++m) {
     const int32_t t = m / group, g = m % group;
     row_max[m] = kNegInf;
@@ -397,15 +395,7 @@ void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQu
   for (int32_t c0 = 0; c0 < row.length; c0 += kChunk) {
     const int32_t left = row.length - c0;
     const int32_t nc = left < kChunk ? left : kChunk;
-    int32_t min_kpos = std::numeric_limits<int32_t>::max();
-    for (int32_t j = 0; j < kChunk; ++j) {
-      kpos[j] = std::numeric_limits<int32_t>::max();
-      if (j >= nc) continue;
-      const int32_t s = c0 + j;
-      slot[j] = static_cast<int64_t>(row.block_table[s / bs]) * bs + s % bs;
-      kpos[j] = pool.positions[slot[j]];
-      min_kpos = kpos[j] < min_kpos ? kpos[j] : min_kpos;
-    }
+    const int32_t min_kpos = resolve_tile_chunk(pool, row, c0, nc, kChunk, slot, kpos);
     if (min_kpos > max_qpos) continue;  // every slot is in the future of the whole tile
     load_chunk(pool, slot, nc, kt, vc);
     __m256i kpos8[kQuarters];
@@ -465,13 +455,10 @@ void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQu
 void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
                            const GroupQueries& queries, float scale, float* out,
                            int64_t out_stride) {
-  for (int32_t t0 = 0; t0 < queries.n_query; t0 += kMaxQueryTile) {
-    GroupQueries tile = queries;
-    tile.q = queries.q + t0 * queries.q_stride;
-    tile.positions = queries.positions + t0;
-    tile.n_query = queries.n_query - t0 < kMaxQueryTile ? queries.n_query - t0 : kMaxQueryTile;
-    attend_tile(pool, row, tile, scale, out + t0 * out_stride, out_stride);
-  }
+  for_each_query_tile(queries, kMaxQueryTile, out, out_stride,
+                      [&](const GroupQueries& tile, float* tile_out) {
+                        attend_tile(pool, row, tile, scale, tile_out, out_stride);
+                      });
 }
 
 bool paged_attention_tiled_supported(const PagedKvPool& pool, int32_t group) {
