@@ -102,7 +102,7 @@ void BM_Attention(benchmark::State& state, bool prefill, bool tiled, KernelIsa i
     run(f, first, n, tiled);
     benchmark::ClobberMemory();
   }
-  limit_kernel_isa(KernelIsa::kAvx512Vnni);
+  limit_kernel_isa(kBestKernelIsa);
   double pairs = 0;  // visible (query, KV) pairs per iteration
   for (int32_t t = first; t < first + n; ++t) pairs += t + 1;
   state.SetItemsProcessed(state.iterations() * n);

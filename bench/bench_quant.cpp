@@ -8,6 +8,11 @@
 // Compare sets as ratios within one run (the machines are shared and noisy). Rows ending in /x4
 // run the four-token kernels (weights unpacked once for four activation rows, as in prefill);
 // their items_per_second counts row-token pairs like the others.
+//
+// Rows under matmul/ time whole packed matmuls (a 1536 x 576 weight matrix, SmolLM2's FFN, times
+// 16 or 512 tokens, as matmul() runs them: activation quantization included) on each kernel set
+// from avx512-vnni up, so amx's tiles are compared with the VNNI kernels in one run. Pin the
+// thread count with OMP_NUM_THREADS; items_per_second counts multiply-adds.
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -18,6 +23,8 @@
 #include "kernels/cpu/quant_avx2.h"
 #include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"
+#include "kernels/matmul.h"
+#include "kernels/packed_weights.h"
 #include "kernels/quant.h"
 #include "kernels/types.h"
 #include "util/fp16.h"
@@ -141,6 +148,29 @@ void bench_quantize(benchmark::State& state, const cpu::RowKernelSet* set, Tenso
   state.SetItemsProcessed(state.iterations() * n);
 }
 
+void bench_packed_matmul(benchmark::State& state, KernelIsa isa, TensorType type, int64_t tokens) {
+  constexpr int64_t kRows = 1536, kCols = 576;
+  std::mt19937 rng(11);
+  Bytes data;
+  for (int64_t r = 0; r < kRows; ++r) {
+    const Bytes row = random_weight_row(type, kCols, rng);
+    data.insert(data.end(), row.begin(), row.end());
+  }
+  WeightMatrix w{type, kRows, kCols, data.data(), nullptr};
+  w.packed = pack_weights(w);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(tokens * kCols)), y(static_cast<size_t>(tokens * kRows));
+  for (auto& v : x) v = normal(rng);
+  MatmulScratch scratch;
+  limit_kernel_isa(isa);
+  for (auto _ : state) {
+    matmul(w, x.data(), kCols, tokens, y.data(), kRows, scratch);
+    benchmark::ClobberMemory();
+  }
+  limit_kernel_isa(kBestKernelIsa);
+  state.SetItemsProcessed(state.iterations() * tokens * kRows * kCols);
+}
+
 void register_all() {
   const std::vector<const cpu::RowKernelSet*> sets = kernel_sets();
   const auto set_name = [](const cpu::RowKernelSet* set) {
@@ -157,6 +187,16 @@ void register_all() {
           benchmark::RegisterBenchmark((name + set_name(set) + "/x4").c_str(), bench_vec_dot_4, set,
                                        type, n);
         }
+      }
+    }
+  }
+  for (TensorType type : {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0}) {
+    for (int64_t tokens : {16, 512}) {
+      for (KernelIsa isa : {KernelIsa::kAvx512Vnni, KernelIsa::kAmx}) {
+        if (isa > cpu_best_kernel_isa()) continue;
+        const std::string name = "matmul/" + std::string(type_traits(type).name) + "/1536x576/" +
+                                 std::to_string(tokens) + "/" + kernel_isa_name(isa);
+        benchmark::RegisterBenchmark(name.c_str(), bench_packed_matmul, isa, type, tokens);
       }
     }
   }

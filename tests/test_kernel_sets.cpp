@@ -228,7 +228,8 @@ TEST(Matmul, MatchesReferenceAndDoesNotDependOnBatching) {
 
 TEST(KernelIsa, NamesRoundTripAndCapsApply) {
   for (KernelIsa isa :
-       {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512, KernelIsa::kAvx512Vnni}) {
+       {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512, KernelIsa::kAvx512Vnni,
+        KernelIsa::kAmx}) {
     EXPECT_EQ(parse_kernel_isa(kernel_isa_name(isa)), isa);
   }
   EXPECT_EQ(parse_kernel_isa("avx1024"), std::nullopt);

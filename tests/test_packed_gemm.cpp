@@ -93,6 +93,7 @@ Activations quantize(TensorType weight_type, const std::vector<float>& x, int64_
 // One kernel call per (group, chunk of `chunk` tokens) over the whole matrix.
 std::vector<float> run_kernel(cpu::PackedGemmFn kernel, const PackedWeights& p,
                               const Activations& a, int chunk) {
+  EXPECT_TRUE(kernel != nullptr);
   std::vector<float> y(a.n_tokens * p.rows, NAN);
   for (int64_t g = 0; g < p.n_groups; ++g) {
     for (int64_t t0 = 0; t0 < a.n_tokens; t0 += chunk) {
@@ -210,6 +211,68 @@ TEST_P(PackedKernelSetTest, MatchesReferenceBitForBit) {
         }
       }
     }
+  }
+}
+
+// The AMX tile kernels, 16 tokens a call, against the reference bit for bit: random and extreme
+// quants, partial groups, one block to 48 blocks (run only where the CPU and OS allow AMX).
+TEST(PackedGemm, AmxTilesMatchReferenceBitForBit) {
+  if (cpu_best_kernel_isa() < KernelIsa::kAmx) GTEST_SKIP() << "needs AMX (and the OS's leave)";
+  constexpr Shape kTileShapes[] = {{16, 32, 16}, {37, 96, 32}, {200, 576, 16}, {16, 1536, 48}};
+  std::mt19937 rng(29);
+  for (TensorType type : kPackedTypes) {
+    const cpu::PackedFormat format = *packed_format(type);
+    const cpu::PackedGemmFn kernel = packed_tile_gemm_kernel(format);
+    ASSERT_NE(kernel, nullptr);
+    for (const Shape& sh : kTileShapes) {
+      for (int fill = -1; fill < 3; ++fill) {
+        SCOPED_TRACE(std::string(type_traits(type).name) + " " + std::to_string(sh.rows) + "x" +
+                     std::to_string(sh.cols) + " fill " + std::to_string(fill));
+        Matrix m = random_matrix(type, sh.rows, sh.cols, rng);
+        if (fill >= 0) fill_quants(m, fill == 0 ? 0x00 : fill == 1 ? 0xFF : 0x80);
+        const auto p = pack_weights(m.view());
+        std::vector<float> x;
+        for (int64_t t = 0; t < sh.tokens; ++t) {
+          auto row = random_activations(sh.cols, rng);
+          if (t % 3 == 1) {
+            for (int64_t c = 0; c < sh.cols; ++c) row[c] = (c % 3 == 0) ? -1.0f : 1.0f;
+          }
+          x.insert(x.end(), row.begin(), row.end());
+        }
+        const Activations a = quantize(type, x, sh.tokens, sh.cols);
+        const auto expected = run_kernel(reference::packed_gemm_kernel(format), *p, a, 4);
+        const auto got = run_kernel(kernel, *p, a, 16);
+        ASSERT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0);
+      }
+    }
+  }
+}
+
+// matmul() with tiles (whole groups of 16 tokens, the rest 4 at a time) gives the bits it gives
+// without them, on every thread count's split.
+TEST(PackedGemm, MatmulOnTilesGivesTheVnniBits) {
+  if (cpu_best_kernel_isa() < KernelIsa::kAmx) GTEST_SKIP() << "needs AMX (and the OS's leave)";
+  std::mt19937 rng(31);
+  for (TensorType type : kPackedTypes) {
+    SCOPED_TRACE(type_traits(type).name);
+    const int64_t rows = 200, cols = 576, n = 37;  // two tiles of 16 and five tokens more
+    Matrix m = random_matrix(type, rows, cols, rng);
+    WeightMatrix w = m.view();
+    w.packed = pack_weights(w);
+    std::vector<float> x;
+    for (int64_t t = 0; t < n; ++t) {
+      const auto row = random_activations(cols, rng);
+      x.insert(x.end(), row.begin(), row.end());
+    }
+    MatmulScratch scratch;
+    std::vector<float> tiles(n * rows), vnni(n * rows);
+    ASSERT_NE(packed_tile_gemm_kernel(w.packed->format), nullptr);
+    matmul(w, x.data(), cols, n, tiles.data(), rows, scratch);
+    limit_kernel_isa(KernelIsa::kAvx512Vnni);
+    EXPECT_EQ(packed_tile_gemm_kernel(w.packed->format), nullptr);
+    matmul(w, x.data(), cols, n, vnni.data(), rows, scratch);
+    force_scalar_kernels(false);
+    ASSERT_EQ(std::memcmp(tiles.data(), vnni.data(), tiles.size() * sizeof(float)), 0);
   }
 }
 

@@ -18,10 +18,11 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   app.add_option("--kernels", o.kernels,
-                 "CPU kernels: auto (the fastest this CPU runs), or at most avx512-vnni, avx512, "
+                 "CPU kernels: auto (the fastest this CPU runs), or at most amx (AVX-512 VNNI with AMX "
+                 "tiles for the prefill and batched matmuls), avx512-vnni, avx512, "
                  "avx2 or scalar (the reference loops); this CPU runs up to " +
                      std::string(kernel_isa_name(cpu_best_kernel_isa())))
-      ->check(CLI::IsMember({"auto", "avx512-vnni", "avx512", "avx2", "scalar"}))
+      ->check(CLI::IsMember({"auto", "amx", "avx512-vnni", "avx512", "avx2", "scalar"}))
       ->capture_default_str();
 }
 

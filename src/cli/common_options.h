@@ -18,7 +18,7 @@ inline constexpr const char* kDefaultModel = "models/SmolLM2-135M-Instruct.Q4_1.
 struct ModelOptions {
   std::string model_path = kDefaultModel;
   int32_t threads = 0;          // 0: all cores
-  std::string kernels = "auto";  // auto | avx512-vnni | avx512 | avx2 | scalar
+  std::string kernels = "auto";  // auto | amx | avx512-vnni | avx512 | avx2 | scalar
 };
 
 struct CacheOptions {

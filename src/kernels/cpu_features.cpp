@@ -5,11 +5,31 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace kvc {
 namespace {
 
-std::atomic<KernelIsa> g_limit{KernelIsa::kAvx512Vnni};
+std::atomic<KernelIsa> g_limit{kBestKernelIsa};
+
+// AMX-TILE and AMX-INT8 (cpuid leaf 7, EDX bits 24 and 25), and Linux's leave to use the tile
+// data state (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; kernels before 5.16 and
+// other systems refuse or lack it, and then AMX is off).
+bool amx_usable() {
+#if defined(__linux__) && defined(__x86_64__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  if ((edx & (1u << 24)) == 0 || (edx & (1u << 25)) == 0) return false;
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 KernelIsa detect() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -25,7 +45,8 @@ KernelIsa detect() {
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))) {
     return KernelIsa::kAvx2;
   }
-  return __builtin_cpu_supports("avx512vnni") ? KernelIsa::kAvx512Vnni : KernelIsa::kAvx512;
+  if (!__builtin_cpu_supports("avx512vnni")) return KernelIsa::kAvx512;
+  return amx_usable() ? KernelIsa::kAmx : KernelIsa::kAvx512Vnni;
 #else
   return KernelIsa::kScalar;
 #endif
@@ -43,13 +64,16 @@ const char* kernel_isa_name(KernelIsa isa) {
       return "avx512";
     case KernelIsa::kAvx512Vnni:
       return "avx512-vnni";
+    case KernelIsa::kAmx:
+      return "amx";
   }
   return "?";
 }
 
 std::optional<KernelIsa> parse_kernel_isa(std::string_view name) {
   for (KernelIsa isa :
-       {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512, KernelIsa::kAvx512Vnni}) {
+       {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512, KernelIsa::kAvx512Vnni,
+        KernelIsa::kAmx}) {
     if (name == kernel_isa_name(isa)) return isa;
   }
   return std::nullopt;
@@ -69,7 +93,7 @@ KernelIsa active_kernel_isa() {
 void limit_kernel_isa(KernelIsa max) { g_limit.store(max, std::memory_order_relaxed); }
 
 void force_scalar_kernels(bool force) {
-  limit_kernel_isa(force ? KernelIsa::kScalar : KernelIsa::kAvx512Vnni);
+  limit_kernel_isa(force ? KernelIsa::kScalar : kBestKernelIsa);
 }
 
 }  // namespace kvc

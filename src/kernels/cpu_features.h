@@ -15,9 +15,13 @@ enum class KernelIsa {
   kAvx2,        // AVX2 + FMA + F16C (x86-64-v3)
   kAvx512,      // + AVX512 F, BW, DQ, VL (x86-64-v4)
   kAvx512Vnni,  // + AVX512-VNNI (vpdpbusd)
+  kAmx,         // + AMX-TILE and AMX-INT8, with the OS's leave to use tile data (Linux asks
+                //   once per process): the packed matmuls then take 16 tokens per tile
 };
+inline constexpr KernelIsa kBestKernelIsa = KernelIsa::kAmx;
 
-const char* kernel_isa_name(KernelIsa isa);  // "scalar", "avx2", "avx512", "avx512-vnni"
+// "scalar", "avx2", "avx512", "avx512-vnni", "amx"
+const char* kernel_isa_name(KernelIsa isa);
 std::optional<KernelIsa> parse_kernel_isa(std::string_view name);
 
 // The best kernel set this CPU (and OS: AVX-512 state must be enabled) runs.

@@ -8,6 +8,7 @@
 #include <new>
 
 #include "kernels/block_layouts.h"
+#include "kernels/cpu/packed_gemm_amx.h"
 #include "kernels/packed_layout.h"
 #include "kernels/quant.h"
 #include "util/error.h"
@@ -123,7 +124,9 @@ void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int
   auto* sum = reinterpret_cast<int32_t*>(s + nb * nt);
   const bool with_s = w.dot_type == TensorType::Q8_1;
   const cpu::PackedGemmFn kernel = packed_gemm_kernel(w.format);
-  const int64_t n_chunks = (n_tokens + packed::kMaxTokens - 1) / packed::kMaxTokens;
+  // Whole groups of 16 tokens on the tiles where there are tiles, the rest 4 at a time.
+  const cpu::PackedGemmFn tile_kernel = packed_tile_gemm_kernel(w.format);
+  const int64_t tiled = tile_kernel ? n_tokens / amx::kTileTokens * amx::kTileTokens : 0;
 
 #pragma omp parallel
   {
@@ -160,16 +163,17 @@ void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int
       args.q_stride = w.cols;
       args.scale_stride = w.n_blocks;
       args.y_stride = y_stride;
-      for (int64_t c = 0; c < n_chunks; ++c) {
-        const int64_t t0 = c * packed::kMaxTokens;
-        args.n_tokens = static_cast<int>(std::min<int64_t>(packed::kMaxTokens, n_tokens - t0));
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += args.n_tokens) {
+        const bool on_tiles = t0 < tiled;
+        args.n_tokens = static_cast<int>(
+            on_tiles ? tiled : std::min<int64_t>(packed::kMaxTokens, n_tokens - t0));
         args.q = q + t0 * w.cols;
         const int64_t k0 = t0 * w.n_blocks;
         args.d = d + k0;
         args.s = s + k0;
         args.sum = sum + k0;
         args.y = y + t0 * y_stride + g * packed::kGroupRows;
-        kernel(args);
+        (on_tiles ? tile_kernel : kernel)(args);
       }
     }
   }

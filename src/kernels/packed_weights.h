@@ -49,6 +49,10 @@ void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int
 // The dispatched kernel of a format (the active kernel set's, else the scalar reference).
 cpu::PackedGemmFn packed_gemm_kernel(cpu::PackedFormat format);
 
+// The AMX kernel of a format, for any multiple of amx::kTileTokens tokens a call, when the active
+// kernel set has one (else nullptr). Same bits as packed_gemm_kernel.
+cpu::PackedGemmFn packed_tile_gemm_kernel(cpu::PackedFormat format);
+
 namespace reference {
 // The specification of every packed kernel (kernels/packed_layout.h), one (row, token) at a
 // time in scalar code.

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 
+#include "kernels/cpu/packed_gemm_amx.h"
 #include "kernels/cpu/quant_avx2.h"
 #include "kernels/cpu/quant_avx512.h"
 #include "kernels/cpu_features.h"
@@ -63,7 +64,8 @@ const KernelTable* active_table() {
       static const KernelTable table = make_table(avx512::kRowKernels);
       return &table;
     }
-    case KernelIsa::kAvx512Vnni: {
+    case KernelIsa::kAvx512Vnni:
+    case KernelIsa::kAmx: {  // AMX adds only the tile matmuls (packed_tile_gemm_kernel)
       static const KernelTable table = make_table(avx512_vnni::kRowKernels);
       return &table;
     }
@@ -127,6 +129,12 @@ cpu::PackedGemmFn packed_gemm_kernel(cpu::PackedFormat format) {
     if (const auto kernel = table->packed_gemm[index]) return kernel;
   }
   return reference::packed_gemm_kernel(format);
+}
+
+cpu::PackedGemmFn packed_tile_gemm_kernel(cpu::PackedFormat format) {
+  // Tests that pin a row kernel set get exactly that set.
+  if (g_override.load(std::memory_order_relaxed) != nullptr) return nullptr;
+  return active_kernel_isa() >= KernelIsa::kAmx ? amx::packed_gemm_kernel(format) : nullptr;
 }
 
 const char* cpu_kernel_isa() { return kernel_isa_name(active_kernel_isa()); }
