@@ -5,8 +5,14 @@
 #include <complex>
 #include <map>
 
+#include <cstring>
+#include <random>
+
 #include "engine/sampler.h"
+#include "kernels/cpu/ops_avx2.h"
+#include "kernels/cpu_features.h"
 #include "kernels/ops.h"
+#include "util/fp16.h"
 
 namespace kvc {
 namespace {
@@ -61,6 +67,49 @@ TEST(Ops, SoftmaxAndSilu) {
   EXPECT_NEAR(g[0], -1.0 / (1 + std::exp(1.0)) * 2.0, 1e-6);
   EXPECT_EQ(g[1], 0.0f);
   EXPECT_NEAR(g[2], 2.0 / (1 + std::exp(-2.0)) * 0.5, 1e-6);
+}
+
+// The AVX2 silu against the definition in double over silu's whole working range (and where
+// exp over- or underflows), for lengths that end inside a vector; and the dispatched op.
+TEST(Ops, Avx2SiluMulIsCloseToTheDefinitionEverywhere) {
+  if (!cpu_has_avx2()) GTEST_SKIP() << "needs AVX2";
+  std::mt19937 rng(41);
+  std::uniform_real_distribution<float> wide(-120.0f, 120.0f), narrow(-12.0f, 12.0f);
+  for (int64_t n : {1, 7, 8, 13, 1536, 1541}) {
+    std::vector<float> g(n), u(n);
+    for (int64_t i = 0; i < n; ++i) {
+      g[i] = i % 3 == 0 ? wide(rng) : narrow(rng);
+      u[i] = narrow(rng);
+    }
+    std::vector<float> out = g, dispatched = g;
+    avx2::silu_mul(out.data(), u.data(), n);
+    silu_mul(dispatched.data(), u.data(), n);
+    ASSERT_EQ(std::memcmp(out.data(), dispatched.data(), n * sizeof(float)), 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const double x = g[i], want = x / (1.0 + std::exp(-x)) * u[i];
+      // Below 1e-30 (g < -70) both are zero to the network; exp_ps clamps where std::exp overflows.
+      ASSERT_NEAR(out[i], want, 4e-7 * std::fabs(want) + 1e-30) << "n=" << n << " g=" << g[i];
+    }
+  }
+}
+
+// F16C rounding gives float_to_fp16's bits for every number (normal, subnormal, ties, overflow).
+TEST(Ops, Avx2Fp16RowGivesTheScalarBits) {
+  if (!cpu_has_avx2()) GTEST_SKIP() << "needs AVX2";
+  std::mt19937 rng(43);
+  std::vector<float> x;
+  for (float v : {0.0f, -0.0f, 65504.0f, 65520.0f, 1e9f, -1e9f, 6e-8f, 3e-8f, 1e-10f,
+                  std::numeric_limits<float>::infinity(), 1.0009765625f, 1.00048828125f}) {
+    x.push_back(v);
+  }
+  std::uniform_int_distribution<uint32_t> bits(0, 0x7f7fffffu);
+  while (x.size() < 4099) {
+    const float v = std::bit_cast<float>(bits(rng));
+    x.push_back(x.size() % 2 ? v : -v);
+  }
+  std::vector<uint16_t> out(x.size());
+  avx2::float_to_fp16_row(x.data(), out.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(out[i], float_to_fp16(x[i])) << x[i];
 }
 
 TEST(Sampler, GreedyPicksArgmaxLowestIndexOnTies) {

@@ -2,6 +2,9 @@
 
 #include <cmath>
 
+#include "kernels/cpu/ops_avx2.h"
+#include "kernels/cpu_features.h"
+
 namespace kvc {
 
 void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps) {
@@ -39,6 +42,7 @@ void apply_rope(float* x, int32_t n_heads, int32_t head_dim, int32_t rope_dims,
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
+  if (cpu_has_avx2()) return avx2::silu_mul(gate, up, n);
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];

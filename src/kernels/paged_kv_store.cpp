@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "kernels/cpu/ops_avx2.h"
+#include "kernels/cpu_features.h"
 #include "kernels/quant.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -23,6 +25,11 @@ void paged_kv_store(const PagedKvPool& pool, const PagedHeadRow& row, int32_t fi
     uint8_t* vd = static_cast<uint8_t*>(pool.v) + slot * pool.row_bytes;
     switch (pool.storage) {
       case KvStorageType::kF16:
+        if (cpu_has_avx2()) {  // the same bits (ops_avx2.h)
+          avx2::float_to_fp16_row(ki, reinterpret_cast<uint16_t*>(kd), d);
+          avx2::float_to_fp16_row(vi, reinterpret_cast<uint16_t*>(vd), d);
+          break;
+        }
         for (int32_t j = 0; j < d; ++j) {
           const uint16_t kh = float_to_fp16(ki[j]), vh = float_to_fp16(vi[j]);
           std::memcpy(kd + 2 * j, &kh, 2);
