@@ -323,6 +323,46 @@ TEST(PackedGemm, MatmulMatchesRowKernelsAndDoesNotDependOnBatching) {
   }
 }
 
+// Matrices of one input in one call (q, k, v; gate, up): the bits of one matmul each, whether
+// they fuse (all packed alike, odd row counts included) or not (a K-quant among them).
+TEST(PackedGemm, SharedInputMatmulGivesTheSeparateBits) {
+  std::mt19937 rng(37);
+  const int64_t cols = 768, n = 21;  // a K-quant row length too
+  std::vector<float> x;
+  for (int64_t t = 0; t < n; ++t) {
+    const auto row = random_activations(cols, rng);
+    x.insert(x.end(), row.begin(), row.end());
+  }
+  for (const std::vector<TensorType>& types :
+       {std::vector<TensorType>{TensorType::Q4_1, TensorType::Q4_1, TensorType::Q4_1},
+        std::vector<TensorType>{TensorType::Q8_0, TensorType::Q8_0},
+        std::vector<TensorType>{TensorType::Q4_0, TensorType::Q4_K, TensorType::Q4_0},
+        std::vector<TensorType>{TensorType::Q4_0, TensorType::Q8_0}}) {
+    std::vector<Matrix> ms;
+    std::vector<WeightMatrix> ws;
+    const int64_t rows[] = {768, 37, 200};
+    for (size_t i = 0; i < types.size(); ++i) ms.push_back(random_matrix(types[i], rows[i], cols, rng));
+    for (const Matrix& m : ms) {
+      ws.push_back(m.view());
+      ws.back().packed = pack_weights(ws.back());
+    }
+    MatmulScratch scratch;
+    std::vector<std::vector<float>> together(ws.size()), apart(ws.size());
+    std::vector<MatmulOutput> outs;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      together[i].assign(n * ws[i].rows, NAN);
+      apart[i].assign(n * ws[i].rows, NAN);
+      outs.push_back(MatmulOutput{&ws[i], together[i].data(), ws[i].rows});
+    }
+    matmul_shared_input(outs, x.data(), cols, n, scratch);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      SCOPED_TRACE(std::string(type_traits(types[i]).name) + " matrix " + std::to_string(i));
+      matmul(ws[i], x.data(), cols, n, apart[i].data(), ws[i].rows, scratch);
+      ASSERT_EQ(std::memcmp(together[i].data(), apart[i].data(), apart[i].size() * sizeof(float)), 0);
+    }
+  }
+}
+
 TEST(PackedGemm, OnlyLegacyTypesPack) {
   std::mt19937 rng(3);
   for (TensorType type : {TensorType::Q4_K, TensorType::Q6_K, TensorType::F16, TensorType::Q5_0}) {

@@ -59,6 +59,31 @@ void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_t
   }
 }
 
+void matmul_shared_input(std::span<const MatmulOutput> outputs, const float* x, int64_t x_stride,
+                         int64_t n_tokens, MatmulScratch& scratch) {
+  const auto fusable = [&] {
+    if (outputs.size() < 2 || outputs.size() > kMaxPackedOutputs) return false;
+    const PackedWeights* first = outputs[0].w->packed.get();
+    for (const MatmulOutput& o : outputs) {
+      const PackedWeights* p = o.w->packed.get();
+      if (p == nullptr || first == nullptr || p->format != first->format ||
+          p->dot_type != first->dot_type || p->cols != first->cols) {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (!fusable()) {
+    for (const MatmulOutput& o : outputs) matmul(*o.w, x, x_stride, n_tokens, o.y, o.y_stride, scratch);
+    return;
+  }
+  PackedOutput packed[kMaxPackedOutputs];
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    packed[i] = PackedOutput{outputs[i].w->packed.get(), outputs[i].y, outputs[i].y_stride};
+  }
+  packed_matmul({packed, outputs.size()}, x, x_stride, n_tokens, scratch);
+}
+
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens,
                       float* y, int64_t y_stride) {
   std::vector<float> row(static_cast<size_t>(w.cols));

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "kernels/types.h"
@@ -52,6 +53,19 @@ class MatmulScratch {
 // y: [n_tokens, w.rows] (row stride y_stride), x: [n_tokens, w.cols] (row stride x_stride).
 void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
             int64_t y_stride, MatmulScratch& scratch);
+
+// One matrix of matmul_shared_input and its output ([n_tokens, w.rows], row stride y_stride).
+struct MatmulOutput {
+  const WeightMatrix* w;
+  float* y;
+  int64_t y_stride;
+};
+
+// y_i = W_i x for matrices that read the same input (q, k and v; gate and up). When all are
+// packed alike, x is quantized once and one parallel loop covers them (one fork and join, not
+// one per matrix); otherwise one matmul each. Either way the bits of separate matmul calls.
+void matmul_shared_input(std::span<const MatmulOutput> outputs, const float* x, int64_t x_stride,
+                         int64_t n_tokens, MatmulScratch& scratch);
 
 // Naive reference: dequantizes each weight row and accumulates in double. For tests.
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens,

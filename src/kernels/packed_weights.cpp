@@ -106,8 +106,18 @@ std::shared_ptr<const PackedWeights> pack_weights(const WeightMatrix& w) {
   return p;
 }
 
-void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int64_t n_tokens,
-                   float* y, int64_t y_stride, MatmulScratch& scratch) {
+void packed_matmul(std::span<const PackedOutput> outputs, const float* x, int64_t x_stride,
+                   int64_t n_tokens, MatmulScratch& scratch) {
+  KVC_ASSERT(!outputs.empty() && outputs.size() <= kMaxPackedOutputs);
+  const PackedWeights& w = *outputs[0].w;
+  int64_t group_end[kMaxPackedOutputs];  // the shared loop's groups, matrix by matrix
+  int64_t n_groups = 0;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const PackedWeights& wi = *outputs[i].w;
+    KVC_ASSERT(wi.cols == w.cols && wi.dot_type == w.dot_type && wi.format == w.format);
+    n_groups += wi.n_groups;
+    group_end[i] = n_groups;
+  }
   // Scratch: the activations quantized to the dot type, then split into the kernels' arrays:
   // quants [n_tokens][cols], and per block the scale d, Q8_1's s and the quants' sum.
   const size_t act_stride = row_bytes(w.dot_type, w.cols);
@@ -155,14 +165,19 @@ void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int
       }
     }
 #pragma omp for schedule(static)
-    for (int64_t g = 0; g < w.n_groups; ++g) {
+    for (int64_t flat = 0; flat < n_groups; ++flat) {
+      size_t m = 0;
+      while (flat >= group_end[m]) ++m;
+      const PackedOutput& out = outputs[m];
+      const int64_t g = flat - (group_end[m] - out.w->n_groups);
       cpu::PackedGemmArgs args{};
-      args.group = w.group(g);
+      args.group = out.w->group(g);
       args.n_blocks = w.n_blocks;
-      args.n_rows = static_cast<int>(std::min<int64_t>(packed::kGroupRows, w.rows - g * packed::kGroupRows));
+      args.n_rows = static_cast<int>(
+          std::min<int64_t>(packed::kGroupRows, out.w->rows - g * packed::kGroupRows));
       args.q_stride = w.cols;
       args.scale_stride = w.n_blocks;
-      args.y_stride = y_stride;
+      args.y_stride = out.y_stride;
       for (int64_t t0 = 0; t0 < n_tokens; t0 += args.n_tokens) {
         const bool on_tiles = t0 < tiled;
         args.n_tokens = static_cast<int>(
@@ -172,11 +187,17 @@ void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int
         args.d = d + k0;
         args.s = s + k0;
         args.sum = sum + k0;
-        args.y = y + t0 * y_stride + g * packed::kGroupRows;
+        args.y = out.y + t0 * out.y_stride + g * packed::kGroupRows;
         (on_tiles ? tile_kernel : kernel)(args);
       }
     }
   }
+}
+
+void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int64_t n_tokens,
+                   float* y, int64_t y_stride, MatmulScratch& scratch) {
+  const PackedOutput out{&w, y, y_stride};
+  packed_matmul({&out, 1}, x, x_stride, n_tokens, scratch);
 }
 
 }  // namespace kvc

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 
 #include "kernels/cpu/row_kernels.h"
 #include "kernels/matmul.h"
@@ -41,6 +42,20 @@ std::optional<cpu::PackedFormat> packed_format(TensorType type);
 
 // A packed copy of `w` (rows packed in parallel), or nullptr when its type has no packed format.
 std::shared_ptr<const PackedWeights> pack_weights(const WeightMatrix& w);
+
+// One matrix of a packed matmul and where its output goes.
+struct PackedOutput {
+  const PackedWeights* w;
+  float* y;  // [n_tokens, w->rows], row stride y_stride
+  int64_t y_stride;
+};
+inline constexpr size_t kMaxPackedOutputs = 4;
+
+// y_i = W_i x for up to kMaxPackedOutputs matrices of one input (q, k and v; gate and up), all
+// of the same format and width: x is quantized once and every matrix's row groups share one
+// parallel loop. The bits of one packed_matmul per matrix.
+void packed_matmul(std::span<const PackedOutput> outputs, const float* x, int64_t x_stride,
+                   int64_t n_tokens, MatmulScratch& scratch);
 
 // y[t, r] = W[r, :] . x[t, :] through the packed kernels (same shapes and strides as matmul).
 void packed_matmul(const PackedWeights& w, const float* x, int64_t x_stride, int64_t n_tokens,

@@ -86,9 +86,9 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
     for (int32_t t = 0; t < T; ++t) {
       rms_norm(x_.data() + t * E, l.attn_norm.data(), xn_.data() + t * E, E, c.rms_eps);
     }
-    matmul(l.wq, xn_.data(), E, T, q_.data(), q_dim, matmul_scratch_);
-    matmul(l.wk, xn_.data(), E, T, k_.data(), kv_dim, matmul_scratch_);
-    matmul(l.wv, xn_.data(), E, T, v_.data(), kv_dim, matmul_scratch_);
+    const MatmulOutput qkv[] = {
+        {&l.wq, q_.data(), q_dim}, {&l.wk, k_.data(), kv_dim}, {&l.wv, v_.data(), kv_dim}};
+    matmul_shared_input(qkv, xn_.data(), E, T, matmul_scratch_);
 #pragma omp parallel for if (split_tokens)
     for (int32_t t = 0; t < T; ++t) {
       if (c.qkv_bias) {
@@ -122,8 +122,8 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
       add_inplace(x_.data() + t * E, proj_.data() + t * E, E);
       rms_norm(x_.data() + t * E, l.ffn_norm.data(), xn_.data() + t * E, E, c.rms_eps);
     }
-    matmul(l.w_gate, xn_.data(), E, T, gate_.data(), c.n_ff, matmul_scratch_);
-    matmul(l.w_up, xn_.data(), E, T, up_.data(), c.n_ff, matmul_scratch_);
+    const MatmulOutput gate_up[] = {{&l.w_gate, gate_.data(), c.n_ff}, {&l.w_up, up_.data(), c.n_ff}};
+    matmul_shared_input(gate_up, xn_.data(), E, T, matmul_scratch_);
 #pragma omp parallel for if (split_tokens)
     for (int32_t t = 0; t < T; ++t) {
       silu_mul(gate_.data() + static_cast<int64_t>(t) * c.n_ff,
