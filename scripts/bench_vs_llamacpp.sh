@@ -19,10 +19,9 @@ isa=avx2
 if grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
   flags+=(-DGGML_AVX512=ON); isa=avx512
   if grep -qw avx512_vnni /proc/cpuinfo; then flags+=(-DGGML_AVX512_VNNI=ON); isa=avx512-vnni; fi
-  # llama.cpp's AMX path (its CPU_AMX buffer type for Q4_0/Q4_1/Q8_0/K-quants), as kvc's amx set.
-  if [[ $isa == avx512-vnni ]] && grep -qw amx_int8 /proc/cpuinfo && grep -qw amx_tile /proc/cpuinfo; then
-    flags+=(-DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON); isa=amx
-  fi
+  # Not llama.cpp's AMX path (GGML_AMX_INT8): built here it dies with SIGILL at its first
+  # tileloadd (tinygemm_kernel_amx, Q4_1), the tile configuration never loaded on that thread
+  # (llama.cpp PR #26954); VNNI is its best working build on these machines.
 fi
 BUILD=$CACHE/build-$isa
 if [[ ! -x $BUILD/bin/llama-bench || ! -x $BUILD/bin/llama-batched-bench ]]; then

@@ -50,9 +50,7 @@ struct TileBuffer {
 };
 
 // Tiles 0/1: C (16 tokens x 16 int32); 2/3: A (16 tokens x 32 bytes); 4/5: B (8 x 64 bytes).
-void configure_tiles() {
-  thread_local bool configured = false;
-  if (configured) return;
+constexpr TileConfig make_config() {
   TileConfig c{};
   c.palette_id = 1;
   for (int i = 0; i < 2; ++i) {
@@ -63,7 +61,16 @@ void configure_tiles() {
     c.rows[4 + i] = packed::kBlockElems / 4;
     c.colsb[4 + i] = packed::kChunkBytes;
   }
-  _tile_loadconfig(&c);
+  return c;
+}
+// In read-only data, not on the stack, where a compiler may drop the stores that only the
+// ldtilecfg reads (the cause of llama.cpp's AMX crash, its PR #26954).
+constexpr TileConfig kTileConfig = make_config();
+
+void configure_tiles() {
+  thread_local bool configured = false;
+  if (configured) return;
+  _tile_loadconfig(&kTileConfig);
   configured = true;
 }
 
