@@ -139,7 +139,10 @@ def _ratio(rec: dict, where: str) -> float | None:
     return _num(rec, "compression_ratio", where, required=False, lo=0)
 
 
-def load(paths: list[str]) -> Data:
+def load(paths: list[str], renames: dict[str, str] | None = None) -> Data:
+    """Reads every record; `renames` maps a policy name to the one it is reported under (an
+    older name of the same setting, e.g. kvcompress-words for auto)."""
+    renames = renames or {}
     data = Data()
     for path in paths:
         try:
@@ -222,6 +225,8 @@ def load(paths: list[str]) -> Data:
                 })
             else:
                 data.ignored[kind] = data.ignored.get(kind, 0) + 1
+    for rec in data.tasks + data.fidelity + data.retained:
+        rec["policy"] = renames.get(rec["policy"], rec["policy"])
     return data
 
 
@@ -581,7 +586,8 @@ def notes(data: Data, policies: list[str], tasks: list[str]) -> list[str]:
     return out
 
 
-def _regen_command(argv_inputs: list[str], out_dir: str, markdown: str, title: str | None) -> str:
+def _regen_command(argv_inputs: list[str], out_dir: str, markdown: str, title: str | None,
+                   renames: dict[str, str] | None = None) -> str:
     def rel(p):
         ap = os.path.abspath(p)
         r = os.path.relpath(ap, REPO_ROOT)
@@ -590,6 +596,8 @@ def _regen_command(argv_inputs: list[str], out_dir: str, markdown: str, title: s
     cmd += ["--out-dir", rel(out_dir), "--markdown", rel(markdown)]
     if title:
         cmd += ["--title", title]
+    for old, new in (renames or {}).items():
+        cmd += ["--same-policy", f"{old}={new}"]
     return shlex.join(cmd)
 
 
@@ -835,8 +843,9 @@ def plot_retained(plt, data: Data, path) -> str | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_report(inputs: list[str], out_dir: str, markdown: str, title: str | None) -> dict:
-    data = load(inputs)
+def build_report(inputs: list[str], out_dir: str, markdown: str, title: str | None,
+                 renames: dict[str, str] | None = None) -> dict:
+    data = load(inputs, renames)
     if not (data.tasks or data.fidelity or data.retained):
         print("eval_report: warning: no task, fidelity or retained records in the input; the "
               "report will only have its header", file=sys.stderr)
@@ -859,7 +868,7 @@ def build_report(inputs: list[str], out_dir: str, markdown: str, title: str | No
         plots[name] = None if why else path
         plots[name + ":why"] = why
     text = render_markdown(data, title or "KV-cache compression evaluation",
-                           _regen_command(inputs, out_dir, markdown, title), markdown, plots)
+                           _regen_command(inputs, out_dir, markdown, title, renames), markdown, plots)
     try:
         with open(markdown, "w", encoding="utf-8") as f:
             f.write(text)
@@ -876,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", default=None,
                     help="Markdown file to write (default: OUT_DIR/results.md)")
     ap.add_argument("--title", default=None, help="page title")
+    ap.add_argument("--same-policy", action="append", default=[], metavar="OLD=NEW",
+                    help="report policy OLD under the name NEW (an older name of the same "
+                         "setting); repeatable")
     ap.add_argument("--self-test", action="store_true",
                     help="run the built-in test on synthetic data and exit")
     a = ap.parse_args(argv)
@@ -885,7 +897,13 @@ def main(argv: list[str] | None = None) -> int:
         if not a.inputs:
             ap.error("at least one input file is required (or --self-test)")
         markdown = a.markdown or os.path.join(a.out_dir, "results.md")
-        res = build_report(a.inputs, a.out_dir, markdown, a.title)
+        renames = {}
+        for pair in a.same_policy:
+            old, sep, new = pair.partition("=")
+            if not sep or not old or not new:
+                ap.error(f"--same-policy {pair!r}: expected OLD=NEW")
+            renames[old] = new
+        res = build_report(a.inputs, a.out_dir, markdown, a.title, renames)
     except ReportError as e:
         print(f"eval_report: error: {e}", file=sys.stderr)
         return 1
