@@ -50,6 +50,29 @@ void fill_quants(Matrix& m, uint8_t byte) {
   }
 }
 
+// n tokens of random activations, one row of cols after another; with extreme_every = k, every
+// token t with t % k == 1 is +-1 instead (+-127 after quantization: the largest products).
+std::vector<float> random_tokens(int64_t n, int64_t cols, std::mt19937& rng,
+                                 int extreme_every = 0) {
+  std::vector<float> x;
+  for (int64_t t = 0; t < n; ++t) {
+    auto row = random_activations(cols, rng);
+    if (extreme_every > 0 && t % extreme_every == 1) {
+      for (int64_t c = 0; c < cols; ++c) row[c] = (c % 3 == 0) ? -1.0f : 1.0f;
+    }
+    x.insert(x.end(), row.begin(), row.end());
+  }
+  return x;
+}
+
+// random_matrix with, for fill 0, 1, 2, every quant byte 0x00, 0xFF or 0x80 (fill -1: random).
+Matrix random_matrix_filled(TensorType type, int64_t rows, int64_t cols, int fill,
+                            std::mt19937& rng) {
+  Matrix m = random_matrix(type, rows, cols, rng);
+  if (fill >= 0) fill_quants(m, fill == 0 ? 0x00 : fill == 1 ? 0xFF : 0x80);
+  return m;
+}
+
 // Quantized activations in the kernels' arrays, as packed_matmul prepares them.
 struct Activations {
   int64_t n_tokens, cols, n_blocks;
@@ -161,11 +184,7 @@ TEST(PackedGemm, ReferenceKernelIsExactArithmetic) {
       const Matrix m = random_matrix(type, sh.rows, sh.cols, rng);
       const auto p = pack_weights(m.view());
       ASSERT_NE(p, nullptr);
-      std::vector<float> x;
-      for (int64_t t = 0; t < sh.tokens; ++t) {
-        const auto row = random_activations(sh.cols, rng);
-        x.insert(x.end(), row.begin(), row.end());
-      }
+      const std::vector<float> x = random_tokens(sh.tokens, sh.cols, rng);
       const Activations a = quantize(type, x, sh.tokens, sh.cols);
       const auto y = run_kernel(reference::packed_gemm_kernel(*packed_format(type)), *p, a, 4);
       for (int64_t t = 0; t < sh.tokens; ++t) {
@@ -191,17 +210,9 @@ TEST_P(PackedKernelSetTest, MatchesReferenceBitForBit) {
       for (int fill = -1; fill < 3; ++fill) {  // random quants, then 0x00, 0xFF, 0x80 everywhere
         SCOPED_TRACE(std::string(type_traits(type).name) + " " + std::to_string(sh.rows) + "x" +
                      std::to_string(sh.cols) + " fill " + std::to_string(fill));
-        Matrix m = random_matrix(type, sh.rows, sh.cols, rng);
-        if (fill >= 0) fill_quants(m, fill == 0 ? 0x00 : fill == 1 ? 0xFF : 0x80);
+        const Matrix m = random_matrix_filled(type, sh.rows, sh.cols, fill, rng);
         const auto p = pack_weights(m.view());
-        std::vector<float> x;
-        for (int64_t t = 0; t < sh.tokens; ++t) {
-          auto row = random_activations(sh.cols, rng);
-          if (t % 2 == 1) {  // +-127 after quantization: the largest products
-            for (int64_t c = 0; c < sh.cols; ++c) row[c] = (c % 3 == 0) ? -1.0f : 1.0f;
-          }
-          x.insert(x.end(), row.begin(), row.end());
-        }
+        const std::vector<float> x = random_tokens(sh.tokens, sh.cols, rng, 2);
         const Activations a = quantize(type, x, sh.tokens, sh.cols);
         const auto expected = run_kernel(reference::packed_gemm_kernel(format), *p, a, 4);
         for (int chunk = 1; chunk <= 4; ++chunk) {
@@ -228,17 +239,9 @@ TEST(PackedGemm, AmxTilesMatchReferenceBitForBit) {
       for (int fill = -1; fill < 3; ++fill) {
         SCOPED_TRACE(std::string(type_traits(type).name) + " " + std::to_string(sh.rows) + "x" +
                      std::to_string(sh.cols) + " fill " + std::to_string(fill));
-        Matrix m = random_matrix(type, sh.rows, sh.cols, rng);
-        if (fill >= 0) fill_quants(m, fill == 0 ? 0x00 : fill == 1 ? 0xFF : 0x80);
+        const Matrix m = random_matrix_filled(type, sh.rows, sh.cols, fill, rng);
         const auto p = pack_weights(m.view());
-        std::vector<float> x;
-        for (int64_t t = 0; t < sh.tokens; ++t) {
-          auto row = random_activations(sh.cols, rng);
-          if (t % 3 == 1) {
-            for (int64_t c = 0; c < sh.cols; ++c) row[c] = (c % 3 == 0) ? -1.0f : 1.0f;
-          }
-          x.insert(x.end(), row.begin(), row.end());
-        }
+        const std::vector<float> x = random_tokens(sh.tokens, sh.cols, rng, 3);
         const Activations a = quantize(type, x, sh.tokens, sh.cols);
         const auto expected = run_kernel(reference::packed_gemm_kernel(format), *p, a, 4);
         const auto got = run_kernel(kernel, *p, a, 16);
@@ -259,11 +262,7 @@ TEST(PackedGemm, MatmulOnTilesGivesTheVnniBits) {
     Matrix m = random_matrix(type, rows, cols, rng);
     WeightMatrix w = m.view();
     w.packed = pack_weights(w);
-    std::vector<float> x;
-    for (int64_t t = 0; t < n; ++t) {
-      const auto row = random_activations(cols, rng);
-      x.insert(x.end(), row.begin(), row.end());
-    }
+    const std::vector<float> x = random_tokens(n, cols, rng);
     MatmulScratch scratch;
     std::vector<float> tiles(n * rows), vnni(n * rows);
     ASSERT_NE(packed_tile_gemm_kernel(w.packed->format), nullptr);
@@ -290,11 +289,7 @@ TEST(PackedGemm, MatmulMatchesRowKernelsAndDoesNotDependOnBatching) {
     Matrix m = random_matrix(type, rows, cols, rng);
     WeightMatrix w = m.view();
     w.packed = pack_weights(w);
-    std::vector<float> x;
-    for (int64_t t = 0; t < n; ++t) {
-      const auto row = random_activations(cols, rng);
-      x.insert(x.end(), row.begin(), row.end());
-    }
+    const std::vector<float> x = random_tokens(n, cols, rng);
     MatmulScratch scratch;
     std::vector<float> all(n * rows), rowwise(n * rows), magnitude(n * rows), scalar(n * rows);
     matmul(w, x.data(), cols, n, all.data(), rows, scratch);
@@ -328,11 +323,7 @@ TEST(PackedGemm, MatmulMatchesRowKernelsAndDoesNotDependOnBatching) {
 TEST(PackedGemm, SharedInputMatmulGivesTheSeparateBits) {
   std::mt19937 rng(37);
   const int64_t cols = 768, n = 21;  // a K-quant row length too
-  std::vector<float> x;
-  for (int64_t t = 0; t < n; ++t) {
-    const auto row = random_activations(cols, rng);
-    x.insert(x.end(), row.begin(), row.end());
-  }
+  const std::vector<float> x = random_tokens(n, cols, rng);
   for (const std::vector<TensorType>& types :
        {std::vector<TensorType>{TensorType::Q4_1, TensorType::Q4_1, TensorType::Q4_1},
         std::vector<TensorType>{TensorType::Q8_0, TensorType::Q8_0},
@@ -341,7 +332,9 @@ TEST(PackedGemm, SharedInputMatmulGivesTheSeparateBits) {
     std::vector<Matrix> ms;
     std::vector<WeightMatrix> ws;
     const int64_t rows[] = {768, 37, 200};
-    for (size_t i = 0; i < types.size(); ++i) ms.push_back(random_matrix(types[i], rows[i], cols, rng));
+    for (size_t i = 0; i < types.size(); ++i) {
+      ms.push_back(random_matrix(types[i], rows[i], cols, rng));
+    }
     for (const Matrix& m : ms) {
       ws.push_back(m.view());
       ws.back().packed = pack_weights(ws.back());
@@ -358,7 +351,8 @@ TEST(PackedGemm, SharedInputMatmulGivesTheSeparateBits) {
     for (size_t i = 0; i < ws.size(); ++i) {
       SCOPED_TRACE(std::string(type_traits(types[i]).name) + " matrix " + std::to_string(i));
       matmul(ws[i], x.data(), cols, n, apart[i].data(), ws[i].rows, scratch);
-      ASSERT_EQ(std::memcmp(together[i].data(), apart[i].data(), apart[i].size() * sizeof(float)), 0);
+      ASSERT_EQ(
+          std::memcmp(together[i].data(), apart[i].data(), apart[i].size() * sizeof(float)), 0);
     }
   }
 }

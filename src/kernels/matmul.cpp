@@ -64,17 +64,17 @@ void matmul_shared_input(std::span<const MatmulOutput> outputs, const float* x, 
   const auto fusable = [&] {
     if (outputs.size() < 2 || outputs.size() > kMaxPackedOutputs) return false;
     const PackedWeights* first = outputs[0].w->packed.get();
-    for (const MatmulOutput& o : outputs) {
+    const auto alike = [&](const MatmulOutput& o) {
       const PackedWeights* p = o.w->packed.get();
-      if (p == nullptr || first == nullptr || p->format != first->format ||
-          p->dot_type != first->dot_type || p->cols != first->cols) {
-        return false;
-      }
-    }
-    return true;
+      return p != nullptr && p->format == first->format && p->dot_type == first->dot_type &&
+             p->cols == first->cols;
+    };
+    return first != nullptr && std::all_of(outputs.begin(), outputs.end(), alike);
   };
   if (!fusable()) {
-    for (const MatmulOutput& o : outputs) matmul(*o.w, x, x_stride, n_tokens, o.y, o.y_stride, scratch);
+    for (const MatmulOutput& o : outputs) {
+      matmul(*o.w, x, x_stride, n_tokens, o.y, o.y_stride, scratch);
+    }
     return;
   }
   PackedOutput packed[kMaxPackedOutputs];
