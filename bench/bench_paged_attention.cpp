@@ -2,13 +2,21 @@
 // block size 16, f16 or q8_0 KVs, positions 0..2047 in slot order): the causal triangle of 2,048
 // queries, run as ForwardPass::attention runs it for one (layer, KV head).
 //
-//   prefill_2K/per_query   paged_attention once per query token (the pre-tiling path; every
+//   prefill_2K/per_query   paged_attention once per query token (the decode kernel; every
 //                          K/V slot is converted once per query)
 //   prefill_2K/tiled       paged_attention_tiled over tiles of kMaxQueryTile tokens (each K/V
 //                          slot converted once per tile, online softmax)
 //   decode_2K/per_query|tiled
 //                          one query at position 2047 (a decode step without metric
-//                          accumulation), to show the tiled kernel does not slow decode
+//                          accumulation): paged_attention (the decode kernel every decode
+//                          token runs) against the tiled kernel on one query
+//
+//   decode_8K_model/threads:T
+//                          one decode step's attention of a whole model out of cache: 90 head
+//                          rows (30 layers x 3 KV heads) of 8,192 slots each, filled as a
+//                          512-token chunked prefill fills them (every row's blocks interleaved
+//                          with the others'), one query per row, rows spread over T threads
+//                          (paged_attention; what bandwidth the kernel reaches from DRAM)
 //
 // Each runs on f16 and q8_0 KVs and every kernel set the CPU has (suffix /f16|q8_0/scalar|avx2|
 // avx512: the dispatcher capped at that set), so one run compares them on one machine.
@@ -17,6 +25,7 @@
 // flops per visible (query, KV) pair (QK and PV). Single thread. Timings are printed, never
 // checked.
 #include <benchmark/benchmark.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +42,22 @@ namespace kvc {
 namespace {
 
 constexpr int32_t kHeadDim = 64, kGroup = 3, kBlockSize = 16, kTokens = 2048;
+constexpr int64_t kStride = int64_t{kGroup} * kHeadDim;
+
+// n standard normal floats.
+std::vector<float> normals(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> g;
+  std::vector<float> out(static_cast<size_t>(n));
+  for (float& x : out) x = g(rng);
+  return out;
+}
+
+// 0, 1, .., n - 1.
+std::vector<int32_t> iota_positions(int32_t n) {
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = i;
+  return out;
+}
 
 struct Fixture {
   std::unique_ptr<PagedKvCache> cache;
@@ -49,16 +74,12 @@ Fixture make_fixture(KvStorageType storage) {
       1, 1, kHeadDim, kBlockSize, kTokens / kBlockSize, storage});
   out.seq = out.cache->add_sequence();
   std::mt19937 rng(7);
-  std::normal_distribution<float> g;
-  std::vector<float> k(static_cast<size_t>(kTokens) * kHeadDim), v(k.size());
-  for (float& x : k) x = g(rng);
-  for (float& x : v) x = g(rng);
-  out.positions.resize(kTokens);
-  for (int32_t i = 0; i < kTokens; ++i) out.positions[static_cast<size_t>(i)] = i;
+  const std::vector<float> k = normals(kTokens * kHeadDim, rng);
+  const std::vector<float> v = normals(kTokens * kHeadDim, rng);
+  out.positions = iota_positions(kTokens);
   out.cache->append(out.seq, 0, 0, k.data(), kHeadDim, v.data(), kHeadDim,
                     out.positions.data(), kTokens);
-  out.q.resize(static_cast<size_t>(kTokens) * kGroup * kHeadDim);
-  for (float& x : out.q) x = g(rng);
+  out.q = normals(kTokens * kStride, rng);
   out.out.resize(out.q.size());
   out.scratch.resize(static_cast<size_t>(kGroup) * kTokens);
   return out;
@@ -70,7 +91,6 @@ Fixture& fixture(KvStorageType storage) {
   return storage == KvStorageType::kQ8_0 ? q8_0 : f16;
 }
 
-constexpr int64_t kStride = int64_t{kGroup} * kHeadDim;
 const float kScale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
 
 // Queries [first, first + n) with the per-query kernel or the tiled one.
@@ -111,6 +131,69 @@ void BM_Attention(benchmark::State& state, bool prefill, bool tiled, KernelIsa i
       benchmark::Counter::kIsRate);
 }
 
+// The model-sized cache of decode_8K_model.
+constexpr int32_t kModelRows = 90, kModelTokens = 8192, kPrefillChunk = 512;
+
+struct ModelFixture {
+  std::unique_ptr<PagedKvCache> cache;
+  SequenceId seq = 0;
+  std::vector<float> q;        // [kModelRows, kGroup * kHeadDim]
+  std::vector<float> out;      // [kModelRows, kGroup * kHeadDim]
+  std::vector<float> scratch;  // [threads, kGroup * kModelTokens]
+  int64_t kv_bytes = 0;        // K and V bytes of every row
+};
+
+ModelFixture make_model_fixture(KvStorageType storage) {
+  ModelFixture out;
+  const int32_t row_blocks = kModelTokens / kBlockSize;
+  out.cache = std::make_unique<PagedKvCache>(
+      KvCacheConfig{kModelRows, 1, kHeadDim, kBlockSize, kModelRows * row_blocks, storage});
+  out.seq = out.cache->add_sequence();
+  std::mt19937 rng(11);
+  const std::vector<float> k = normals(kModelTokens * kHeadDim, rng);
+  const std::vector<float> v = normals(kModelTokens * kHeadDim, rng);
+  const std::vector<int32_t> positions = iota_positions(kModelTokens);
+  for (int32_t c0 = 0; c0 < kModelTokens; c0 += kPrefillChunk) {
+    for (int32_t r = 0; r < kModelRows; ++r) {
+      out.cache->append(out.seq, r, 0, &k[static_cast<size_t>(c0) * kHeadDim], kHeadDim,
+                        &v[static_cast<size_t>(c0) * kHeadDim], kHeadDim, &positions[c0],
+                        kPrefillChunk);
+    }
+  }
+  out.q = normals(kModelRows * kStride, rng);
+  out.out.resize(out.q.size());
+  out.kv_bytes = 2 * out.cache->pool().view().row_bytes * kModelRows * kModelTokens;
+  return out;
+}
+
+ModelFixture& model_fixture(KvStorageType storage) {
+  static ModelFixture f16 = make_model_fixture(KvStorageType::kF16);
+  static ModelFixture q8_0 = make_model_fixture(KvStorageType::kQ8_0);
+  return storage == KvStorageType::kQ8_0 ? q8_0 : f16;
+}
+
+void BM_ModelDecode(benchmark::State& state, KernelIsa isa, KvStorageType storage) {
+  ModelFixture& f = model_fixture(storage);
+  const auto threads = static_cast<int32_t>(state.range(0));
+  f.scratch.resize(static_cast<size_t>(threads) * kGroup * kModelTokens);
+  limit_kernel_isa(isa);
+  const PagedKvPool pool = f.cache->pool().view();
+  const int32_t qpos = kModelTokens - 1;
+  for (auto _ : state) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int32_t r = 0; r < kModelRows; ++r) {
+      const GroupQueries queries{f.q.data() + r * kStride, kStride, &qpos, 1, kGroup};
+      paged_attention(pool, f.cache->row_view(f.seq, r, 0), queries, kScale,
+                      MetricAccumulation::kNone, f.out.data() + r * kStride, kStride,
+                      f.scratch.data() + static_cast<size_t>(omp_get_thread_num()) * kGroup *
+                                             kModelTokens);
+    }
+    benchmark::ClobberMemory();
+  }
+  limit_kernel_isa(kBestKernelIsa);
+  state.SetBytesProcessed(state.iterations() * f.kv_bytes);
+}
+
 // Every case on every kernel set up to the CPU's best.
 const bool kRegistered = [] {
   struct Shape {
@@ -131,6 +214,20 @@ const bool kRegistered = [] {
                                      isa, storage)
             ->Unit(shape.prefill ? benchmark::kMillisecond : benchmark::kMicrosecond);
       }
+    }
+  }
+  for (KvStorageType storage : {KvStorageType::kF16, KvStorageType::kQ8_0}) {
+    for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+      if (isa > cpu_best_kernel_isa()) continue;
+      const std::string name = std::string("decode_8K_model") +
+                               (storage == KvStorageType::kQ8_0 ? "/q8_0/" : "/f16/") +
+                               kernel_isa_name(isa);
+      benchmark::RegisterBenchmark(name.c_str(), BM_ModelDecode, isa, storage)
+          ->ArgName("threads")
+          ->Arg(1)
+          ->Arg(2)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     }
   }
   return true;

@@ -133,8 +133,10 @@ Request golden_request(const nlohmann::json& c, const Tokenizer& tok, int32_t* n
 // kernel; AVX2 follows it bit for bit, so these outputs hold on both), and when observing
 // prompt queries took their outputs from the tiles (the per-query pass only feeds the
 // observers), and when silu's exp became the AVX2 polynomial (two cases change after 16 and
-// 17 greedy tokens), all checked against llama.cpp by GoldenTest and against their references. Any
-// other change of a token, a stop reason or a compression count is a behaviour change.
+// 17 greedy tokens), and when decode attention became one three-pass kernel with the same bits
+// on AVX2 and AVX-512 (x86_tile_helpers.h; greedy cases change after 16 tokens), all checked
+// against llama.cpp by GoldenTest and against their references. Any other change of a token,
+// a stop reason or a compression count is a behaviour change.
 // KVC_REPIN=1 rewrites the file from this build; do so only for a deliberate numeric change.
 TEST_F(EngineTest, GivesThePinnedTokensAndCompressionStats) {
   const std::string path = KVC_SOURCE_DIR "/tests/golden/engine_pinned_outputs.json";
@@ -179,9 +181,9 @@ TEST_F(EngineTest, TiledChunkSizeDoesNotChangeALogitBit) {
     }
     logits.emplace_back(l.begin(), l.end());
   }
-  // 256 and 37 both run query tiles; 1 runs the per-query (decode) kernel, whose online
-  // softmax rounds differently over 300 positions and 30 layers: only the tiled chunkings
-  // must agree bit for bit; the per-query one must still pick the same next token.
+  // 256 and 37 both run query tiles; 1 runs the decode kernel, whose exact softmax rounds
+  // differently from the tiles' online one over 300 positions and 30 layers: only the tiled
+  // chunkings must agree bit for bit; the per-query one must still pick the same next token.
   EXPECT_EQ(logits[0], logits[1]);
   EXPECT_EQ(argmax(logits[0]), argmax(logits[2]));
 }

@@ -8,6 +8,7 @@
 
 #include "kv/paged_kv_cache.h"
 #include "util/fp16.h"
+#include "util/huge_page_buffer.h"
 
 namespace kvc {
 namespace {
@@ -26,6 +27,29 @@ void append_tokens(PagedKvCache& cache, SequenceId seq, int32_t n, int32_t start
       cache.append(seq, l, h, k.data(), d, v.data(), d, pos.data(), n);
     }
   }
+}
+
+// The pool's K/V memory: zeroed, 2 MiB aligned (huge-page advice needs it), deep copies, and
+// moves that leave the source empty.
+TEST(HugePageBuffer, IsZeroedAlignedAndCopiedDeep) {
+  HugePageBuffer a(5 << 20);
+  ASSERT_NE(a.data(), nullptr);
+  EXPECT_EQ(a.size(), size_t{5} << 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % (uintptr_t{2} << 20), 0u);
+  for (size_t i = 0; i < a.size(); i += 4093) ASSERT_EQ(a.data()[i], 0) << i;
+  a.data()[123] = 7;
+  HugePageBuffer b(a);
+  ASSERT_NE(b.data(), a.data());
+  EXPECT_EQ(b.data()[123], 7);
+  b.data()[123] = 9;
+  EXPECT_EQ(a.data()[123], 7);
+  HugePageBuffer c(std::move(b));
+  EXPECT_EQ(c.data()[123], 9);
+  EXPECT_EQ(b.data(), nullptr);  // NOLINT(bugprone-use-after-move): moved-from is empty
+  EXPECT_EQ(b.size(), 0u);
+  c = a;
+  EXPECT_EQ(c.data()[123], 7);
+  EXPECT_EQ(HugePageBuffer(0).data(), nullptr);
 }
 
 TEST(PagedKvCache, RowsOwnCeilLengthOverBlockSizeBlocks) {

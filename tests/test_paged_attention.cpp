@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <memory>
 #include <random>
 #include <string>
 
@@ -43,6 +44,41 @@ void round_to_storage(std::vector<float>& x, int32_t head_dim, KvStorageType sto
   }
 }
 
+// One head row of n KVs (head 1 of a one-layer, two-head cache) with shuffled positions (slot
+// order must not matter, as after compaction), its blocks interleaved with those of a second
+// sequence that is then removed: NaN-poisoned free blocks sit between ours and past our tail.
+struct ScatteredRow {
+  std::unique_ptr<PagedKvCache> cache;
+  SequenceId seq = 0;
+  std::vector<float> k, v;    // [n, d] as drawn (before the cache's rounding)
+  std::vector<int32_t> pos;   // [n] a permutation of 0 .. n - 1
+  PagedKvPool pool() const { return cache->pool().view(); }
+  PagedHeadRow row() const { return cache->row_view(seq, 0, 1); }
+};
+
+ScatteredRow scattered_row(int32_t n, int32_t d, int32_t bs, KvStorageType storage,
+                           std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  ScatteredRow r;
+  r.cache = std::make_unique<PagedKvCache>(
+      KvCacheConfig{1, 2, d, bs, 2 * ((n + bs - 1) / bs) + 4, storage, true});
+  r.seq = r.cache->add_sequence();
+  const SequenceId other = r.cache->add_sequence();
+  r.k.resize(static_cast<size_t>(n) * d);
+  r.v.resize(r.k.size());
+  for (auto& x : r.k) x = normal(rng);
+  for (auto& x : r.v) x = normal(rng);
+  r.pos.resize(static_cast<size_t>(n));
+  for (int32_t j = 0; j < n; ++j) r.pos[j] = j;
+  std::shuffle(r.pos.begin(), r.pos.end(), rng);
+  for (int32_t j = 0; j < n; ++j) {
+    r.cache->append(r.seq, 0, 1, &r.k[j * d], d, &r.v[j * d], d, &r.pos[j], 1);
+    r.cache->append(other, 0, 0, &r.k[j * d], d, &r.v[j * d], d, &r.pos[j], 1);
+  }
+  r.cache->remove_sequence(other);
+  return r;
+}
+
 class PagedAttentionTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
@@ -52,22 +88,12 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
   std::mt19937 rng(c.group * 1000 + c.length);
   std::normal_distribution<float> normal(0.0f, 1.0f);
 
-  // Two KV heads in one layer; an interleaving second sequence scatters the blocks.
-  PagedKvCache cache(KvCacheConfig{1, 2, d, block_size, 4 * ((c.length + 15) / 16) + 8, c.storage, true});
-  const SequenceId seq = cache.add_sequence();
-  const SequenceId other = cache.add_sequence();
-  std::vector<float> k(static_cast<size_t>(c.length) * d), v(k.size());
-  std::vector<int32_t> pos(static_cast<size_t>(c.length));
-  for (auto& x : k) x = normal(rng);
-  for (auto& x : v) x = normal(rng);
-  // Shuffled positions: slot order must not matter (as after compaction).
-  for (int32_t j = 0; j < c.length; ++j) pos[j] = j;
-  std::shuffle(pos.begin(), pos.end(), rng);
-  for (int32_t j = 0; j < c.length; ++j) {
-    cache.append(seq, 0, 1, &k[j * d], d, &v[j * d], d, &pos[j], 1);
-    cache.append(other, 0, 0, &k[j * d], d, &v[j * d], d, &pos[j], 1);
-  }
-  cache.remove_sequence(other);  // its blocks are now poisoned and interleaved with ours
+  ScatteredRow sr = scattered_row(c.length, d, block_size, c.storage, rng);
+  std::vector<float>& k = sr.k;
+  std::vector<float>& v = sr.v;
+  const std::vector<int32_t>& pos = sr.pos;
+  PagedKvCache& cache = *sr.cache;
+  const SequenceId seq = sr.seq;
   round_to_storage(k, d, c.storage);
   round_to_storage(v, d, c.storage);
 
@@ -191,6 +217,103 @@ TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities
   force_scalar_kernels(false);
 }
 
+// Every build of the decode kernel (AVX2, AVX-512 and its SIMDe twin, the ones this CPU runs)
+// on slot ranges of rows with shuffled positions, hidden slots and poisoned neighbours: the
+// same bits in acc, max, sum and the exponentials, and within float rounding of the reference.
+struct DecodeKernel {
+  const char* name;
+  KernelIsa needs;
+  bool (*supported)(const PagedKvPool& pool, int32_t group);
+  void (*run)(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+              float scale, int32_t begin, int32_t end, float* acc, float* max, float* sum,
+              float* scratch);
+};
+const DecodeKernel kDecodeKernels[] = {
+    {"avx2", KernelIsa::kAvx2, avx2::paged_attention_decode_supported,
+     avx2::paged_attention_decode},
+    {"avx512", KernelIsa::kAvx512, avx512::paged_attention_decode_supported,
+     avx512::paged_attention_decode},
+    {"avx512-emulated", KernelIsa::kAvx2, avx512_emulated::paged_attention_decode_supported,
+     avx512_emulated::paged_attention_decode},
+};
+
+TEST(DecodeAttention, EveryBuildGivesTheSameBits) {
+  struct Shape {
+    int32_t group, length, head_dim, block_size;
+    KvStorageType storage;
+  };
+  const Shape shapes[] = {
+      {3, 1, 64, 16, KvStorageType::kF16},    {3, 100, 64, 16, KvStorageType::kF16},
+      {1, 37, 16, 7, KvStorageType::kF16},    {2, 531, 32, 16, KvStorageType::kF32},
+      {4, 77, 48, 5, KvStorageType::kF16},    {5, 64, 96, 16, KvStorageType::kQ8_0},
+      {6, 300, 128, 16, KvStorageType::kQ8_0}, {7, 45, 80, 3, KvStorageType::kF32},
+      {8, 129, 256, 16, KvStorageType::kF16},
+  };
+  for (const Shape& c : shapes) {
+    SCOPED_TRACE(::testing::Message() << "group=" << c.group << " n=" << c.length
+                                      << " d=" << c.head_dim << " bs=" << c.block_size);
+    const int32_t d = c.head_dim, n = c.length, bs = c.block_size;
+    std::mt19937 rng(static_cast<uint32_t>(c.group * 131 + n + d));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const ScatteredRow sr = scattered_row(n, d, bs, c.storage, rng);
+    const PagedKvPool pool = sr.pool();
+    const PagedHeadRow row = sr.row();
+    std::vector<float> q(static_cast<size_t>(c.group) * d);
+    for (auto& x : q) x = 2.0f * normal(rng);
+    // Whole row, a range inside it, an empty range; a query that sees all, about half, none.
+    const int32_t ranges[][2] = {{0, n}, {n / 3, n - n / 4}, {n / 2, n / 2}};
+    for (const int32_t qpos : {n, n / 2, -1}) {
+      for (const auto& range : ranges) {
+        const int32_t begin = range[0], end = range[1];
+        SCOPED_TRACE(::testing::Message() << "qpos=" << qpos << " [" << begin << ", " << end << ")");
+        const GroupQueries query{q.data(), 0, &qpos, 1, c.group};
+        const size_t m = static_cast<size_t>(end - begin) * c.group;
+        std::vector<float> want_acc(static_cast<size_t>(c.group) * d), want_max(c.group),
+            want_sum(c.group), scratch(m + 1);
+        reference::paged_attention_part(pool, row, query, 0.125f, begin, end, want_acc.data(),
+                                        want_max.data(), want_sum.data(), scratch.data());
+        std::vector<float> first;  // acc, max, sum, exponentials of the first build that ran
+        for (const DecodeKernel& kernel : kDecodeKernels) {
+          if (cpu_best_kernel_isa() < kernel.needs || !kernel.supported(pool, c.group)) continue;
+          SCOPED_TRACE(kernel.name);
+          std::vector<float> acc(want_acc.size(), NAN), max(c.group, NAN), sum(c.group, NAN);
+          std::vector<float> e(m + 1, NAN);
+          kernel.run(pool, row, query, 0.125f, begin, end, acc.data(), max.data(), sum.data(),
+                     e.data());
+          ASSERT_TRUE(std::isnan(e[m])) << "wrote past the scratch";
+          e.pop_back();
+          for (int32_t g = 0; g < c.group; ++g) {
+            if (std::isinf(want_max[g])) {
+              ASSERT_EQ(max[g], want_max[g]) << "g=" << g << ": nothing visible";
+            } else {
+              ASSERT_NEAR(max[g], want_max[g], 1e-5f * (1.0f + std::fabs(want_max[g])))
+                  << "g=" << g;
+            }
+            ASSERT_NEAR(sum[g], want_sum[g], 1e-5f * want_sum[g]) << "g=" << g;
+            for (int32_t i = 0; i < d; ++i) {
+              const float want = want_acc[static_cast<size_t>(g) * d + i];
+              ASSERT_NEAR(acc[static_cast<size_t>(g) * d + i], want, 1e-4f + 1e-5f * want_sum[g])
+                  << "g=" << g << " i=" << i;
+            }
+          }
+          std::vector<float> all = acc;
+          all.insert(all.end(), max.begin(), max.end());
+          all.insert(all.end(), sum.begin(), sum.end());
+          all.insert(all.end(), e.begin(), e.end());
+          if (first.empty()) {
+            first = all;
+            continue;
+          }
+          for (size_t j = 0; j < all.size(); ++j) {
+            ASSERT_EQ(std::bit_cast<uint32_t>(all[j]), std::bit_cast<uint32_t>(first[j]))
+                << "differs from the first build at " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 struct TiledCase {
   int32_t group;
   int32_t length;
@@ -240,25 +363,9 @@ TEST_P(TiledAttentionTest, MatchesSingleQueryReference) {
   std::mt19937 rng(static_cast<uint32_t>(c.group * 7919 + n * 31 + d + bs));
   std::normal_distribution<float> normal(0.0f, 1.0f);
 
-  // Head 1 holds our row; an interleaved second sequence on head 0 is removed afterwards, so
-  // NaN-poisoned free blocks sit between ours (and the tail of our last block is poisoned).
-  const int32_t row_blocks = (n + bs - 1) / bs;
-  PagedKvCache cache(KvCacheConfig{1, 2, d, bs, 2 * row_blocks + 4, c.storage, true});
-  const SequenceId seq = cache.add_sequence();
-  const SequenceId other = cache.add_sequence();
-  std::vector<float> k(static_cast<size_t>(n) * d), v(k.size());
-  for (auto& x : k) x = normal(rng);
-  for (auto& x : v) x = normal(rng);
-  std::vector<int32_t> pos(static_cast<size_t>(n));
-  for (int32_t j = 0; j < n; ++j) pos[j] = j;
-  std::shuffle(pos.begin(), pos.end(), rng);  // slots out of position order, as after compaction
-  for (int32_t j = 0; j < n; ++j) {
-    cache.append(seq, 0, 1, &k[j * d], d, &v[j * d], d, &pos[j], 1);
-    cache.append(other, 0, 0, &k[j * d], d, &v[j * d], d, &pos[j], 1);
-  }
-  cache.remove_sequence(other);
-  const PagedKvPool pool = cache.pool().view();
-  const PagedHeadRow row = cache.row_view(seq, 0, 1);
+  const ScatteredRow sr = scattered_row(n, d, bs, c.storage, rng);
+  const PagedKvPool pool = sr.pool();
+  const PagedHeadRow row = sr.row();
   const float scale = c.scale_factor / std::sqrt(static_cast<float>(d));
 
   for (int32_t n_query = 1; n_query <= 33; ++n_query) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/cpu/paged_attention_avx2.h"
 #include "kernels/cpu/paged_attention_avx512.h"
@@ -20,13 +21,62 @@ int64_t kv_row_bytes(KvStorageType storage, int32_t head_dim) {
   return 0;
 }
 
+namespace {
+
+using DecodeKernel = void (*)(const PagedKvPool& pool, const PagedHeadRow& row,
+                              const GroupQueries& queries, float scale, int32_t begin,
+                              int32_t end, float* acc, float* max, float* sum, float* scratch);
+
+// The x86 decode kernel for this shape (every build gives the same bits), or null: then the
+// reference loops.
+DecodeKernel decode_kernel(const PagedKvPool& pool, int32_t group) {
+  if (active_kernel_isa() >= KernelIsa::kAvx512 &&
+      avx512::paged_attention_decode_supported(pool, group)) {
+    return avx512::paged_attention_decode;
+  }
+  if (cpu_has_avx2() && avx2::paged_attention_decode_supported(pool, group)) {
+    return avx2::paged_attention_decode;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                      float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
                      float* scratch) {
-  if (cpu_has_avx2() && avx2::paged_attention_supported(pool, queries.group)) {
-    avx2::paged_attention(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-  } else {
+  const DecodeKernel kernel = decode_kernel(pool, queries.group);
+  if (kernel == nullptr) {
     reference::paged_attention(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    return;
+  }
+  const int32_t n = row.length, group = queries.group, d = pool.head_dim;
+  std::vector<float> max(static_cast<size_t>(group)), sum(max.size());
+  for (int32_t t = 0; t < queries.n_query; ++t) {
+    GroupQueries one = queries;
+    one.q = queries.q + t * queries.q_stride;
+    one.positions = queries.positions + t;
+    one.n_query = 1;
+    float* o = out + t * out_stride;  // [group, d]: the kernel's unnormalized acc, in place
+    kernel(pool, row, one, scale, 0, n, o, max.data(), sum.data(), scratch);
+    for (int32_t g = 0; g < group; ++g) {
+      const float inv = sum[static_cast<size_t>(g)] > 0.0f ? 1.0f / sum[static_cast<size_t>(g)]
+                                                           : 0.0f;
+      for (int32_t i = 0; i < d; ++i) o[static_cast<int64_t>(g) * d + i] *= inv;
+      float* p = scratch + static_cast<int64_t>(g) * n;  // e^(s - max) -> probabilities
+      for (int32_t j = 0; j < n; ++j) p[j] *= inv;
+    }
+    if (accumulation == MetricAccumulation::kNone || pool.metric == nullptr) continue;
+    for (int32_t j = 0; j < n; ++j) {
+      const int64_t slot = static_cast<int64_t>(row.block_table[j / pool.block_size]) *
+                               pool.block_size + j % pool.block_size;
+      float add = 0.0f;
+      for (int32_t g = 0; g < group; ++g) {
+        const float p = scratch[static_cast<int64_t>(g) * n + j];
+        add += accumulation == MetricAccumulation::kSquared ? p * p : p;
+      }
+      pool.metric[slot] += add;
+    }
   }
 }
 
@@ -34,8 +84,9 @@ void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
                           const GroupQueries& queries, float scale, int32_t begin, int32_t end,
                           float* acc, float* max, float* sum, float* scratch) {
   KVC_ASSERT(queries.n_query == 1 && 0 <= begin && begin <= end && end <= row.length);
-  if (cpu_has_avx2() && avx2::paged_attention_supported(pool, queries.group)) {
-    avx2::paged_attention_part(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+  const DecodeKernel kernel = decode_kernel(pool, queries.group);
+  if (kernel != nullptr) {
+    kernel(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
   } else {
     reference::paged_attention_part(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
   }

@@ -67,6 +67,9 @@ struct GroupQueries {
 // scale: usually 1/sqrt(head_dim).
 // With accumulation != kNone, each query's probabilities (summed over the group) are added
 // to pool.metric of the slots it attends (decode-time metric of KV-Compress).
+// Each query runs the decode kernel (scores, exact softmax, values: three passes over the row
+// with the rows ahead prefetched), whose AVX2 and AVX-512 builds give the same bits
+// (kernels/cpu/x86_tile_helpers.h); shapes they do not take run the reference.
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                      float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
                      float* scratch);

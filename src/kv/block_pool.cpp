@@ -14,8 +14,8 @@ BlockPool::BlockPool(const BlockPoolConfig& config)
   KVC_ASSERT(config.num_blocks >= 0 && config.block_size > 0 && config.head_dim > 0);
   KVC_ASSERT(row_bytes_ > 0);  // q8_0 needs head_dim % 32 == 0 (callers check it first)
   const size_t slots = static_cast<size_t>(config.num_blocks) * config.block_size;
-  k_.resize(slots * row_bytes_);
-  v_.resize(k_.size());
+  k_ = HugePageBuffer(slots * row_bytes_);
+  v_ = HugePageBuffer(slots * row_bytes_);
   metric_.resize(slots);
   positions_.resize(slots);
   free_.reserve(static_cast<size_t>(config.num_blocks));

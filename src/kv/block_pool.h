@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/paged_attention.h"
+#include "util/huge_page_buffer.h"
 
 namespace kvc {
 
@@ -68,8 +69,8 @@ class BlockPool {
 
   BlockPoolConfig config_;
   size_t row_bytes_;
-  std::vector<uint8_t> k_;          // [num_blocks * block_size] slot rows of row_bytes_
-  std::vector<uint8_t> v_;          // [num_blocks * block_size] slot rows of row_bytes_
+  HugePageBuffer k_;                // [num_blocks * block_size] slot rows of row_bytes_
+  HugePageBuffer v_;                // [num_blocks * block_size] slot rows of row_bytes_
   std::vector<float> metric_;       // [num_blocks, block_size]
   std::vector<int32_t> positions_;  // [num_blocks, block_size]
   std::vector<int32_t> free_;       // stack of free block ids

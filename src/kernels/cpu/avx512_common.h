@@ -61,6 +61,8 @@ simde__m512 roundscale_ps(simde__m512 v) {
 #define _mm512_cvtph_ps(v) ::kvc::simde_missing::cvtph_ps(v)
 #undef _mm512_roundscale_ps
 #define _mm512_roundscale_ps(v, imm8) ::kvc::simde_missing::roundscale_ps<(imm8)>(v)
+// SIMDe 0.7.4 implements _mm512_shuffle_f32x4 but gives it no native alias.
+#define _mm512_shuffle_f32x4(a, b, imm8) simde_mm512_shuffle_f32x4(a, b, imm8)
 #endif
 
 #include <immintrin.h>

@@ -1,10 +1,10 @@
-// AVX2 paged attention. paged_attention (decode): each K and V row is read and converted once
-// per query token for every query head of the group (GQA without repeating KVs); scores of four
-// slots at a time end in one shared reduction, the softmax runs 8 lanes at a time, and each
-// head's output stays in a register per 8-column strip. Groups up to 8 (larger: the reference).
-// paged_attention_tiled:
-// each K and V row is read once per tile of up to kMaxQueryTile tokens x group heads.
-// Requires head_dim % 8 == 0 (and head_dim <= kMaxTiledHeadDim for the tiled kernel).
+// AVX2 paged attention. paged_attention_decode: one query, three passes over a slot range
+// (scores, exponentials, values), each K and V row converted once for every query head of the
+// group (GQA without repeating KVs), the rows two chunks ahead prefetched (a row's blocks are
+// scattered over the pool, so the hardware prefetcher loses the stream at every block); the
+// same bits as the AVX-512 build (x86_tile_helpers.h). Groups up to 8, head_dim % 16 == 0.
+// paged_attention_tiled: each K and V row is read once per tile of up to kMaxQueryTile tokens x
+// group heads. Requires head_dim % 8 == 0 and head_dim <= kMaxTiledHeadDim.
 //
 // No std:: templates here (std::min, std::max, ...): a copy instantiated with AVX2 enabled
 // could be chosen by the linker for non-AVX2 callers (see avx2_common.h).
@@ -127,234 +127,195 @@ inline void accumulate_values(float* o, const float* p, const float* vc, int32_t
   }
 }
 
-// ---- Per-query kernel (decode) ----
+// ---- Decode kernel (paged_attention_decode; the arithmetic is spelled out in
+// x86_tile_helpers.h and shared with the AVX-512 build) ----
 
-constexpr int32_t kMaxQueryGroup = 8;  // register-blocked group sizes; larger groups: reference
+constexpr int32_t kMaxDecodeHeadDim = 256;  // bounds the chunk buffer
 
-constexpr int32_t kSlotChunk = 256;  // slots whose pool indices are resolved at a time
-
-// Pool indices of row slots [s0, s0 + count) and whether each is visible from position qpos
-// (a future slot is never read: it may be poisoned). One division per chunk, not per slot.
-inline void resolve_slots(const PagedKvPool& pool, const PagedHeadRow& row, int32_t s0,
-                          int32_t count, int32_t qpos, int64_t* slot, bool* visible) {
-  const int32_t bs = pool.block_size;
-  int32_t b = s0 / bs, j = s0 % bs;
-  for (int32_t i = 0; i < count; ++i) {
-    slot[i] = static_cast<int64_t>(row.block_table[b]) * bs + j;
-    visible[i] = pool.positions[slot[i]] <= qpos;
-    if (++j == bs) {
-      j = 0;
-      ++b;
-    }
-  }
-}
-
-// Scores of kSlots slots for every head of the group: p[g * n + j] = scale * q_g . k_j, or -inf
-// for a hidden slot. Each K row is converted from f16 once for the whole group; kSlots x G
-// accumulators, reduced to one 4-lane vector of sums per head.
-template <int G, int kSlots>
-inline void group_scores(const PagedKvPool& pool, const float* q, const int64_t* slot,
-                         const bool* visible, int32_t n, float scale, float* p) {
+// The K rows of the chunk's nc slots as floats: buf [kDecodeChunk, d]; rows j >= nc are zero
+// (their lanes are masked; they are never read from the pool).
+inline void convert_rows(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float* buf) {
   const int32_t d = pool.head_dim;
-  __m256 acc[kSlots][G];
-  for (int j = 0; j < kSlots; ++j)
-    for (int g = 0; g < G; ++g) acc[j][g] = _mm256_setzero_ps();
-  for (int32_t i = 0; i < d; i += 8) {
-    for (int j = 0; j < kSlots; ++j) {
-      if (!visible[j]) continue;
-      const __m256 k = load8(pool, pool.k, slot[j], i);
-      for (int g = 0; g < G; ++g) acc[j][g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + i), k, acc[j][g]);
-    }
-  }
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  for (int g = 0; g < G; ++g) {
-    float* pg = p + static_cast<int64_t>(g) * n;
-    if constexpr (kSlots == 4) {
-      // [a0 a1 a2 a3] per 128-bit half after two hadds; the halves' sum is the four dots.
-      const __m256 h01 = _mm256_hadd_ps(acc[0][g], acc[1][g]);
-      const __m256 h23 = _mm256_hadd_ps(acc[2][g], acc[3][g]);
-      const __m256 h = _mm256_hadd_ps(h01, h23);
-      const __m128 sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-      _mm_storeu_ps(pg, _mm_mul_ps(sums, _mm_set1_ps(scale)));
-    } else {
-      for (int j = 0; j < kSlots; ++j) pg[j] = hsum_ps(acc[j][g]) * scale;
-    }
-    for (int j = 0; j < kSlots; ++j) {
-      if (!visible[j]) pg[j] = kNegInf;
+  for (int32_t j = 0; j < kDecodeChunk; ++j) {
+    for (int32_t i = 0; i < d; i += 8) {
+      _mm256_store_ps(buf + j * d + i,
+                      j < nc ? load8(pool, pool.k, slot[j], i) : _mm256_setzero_ps());
     }
   }
 }
 
-// p[0, n) = e^(p - max) in place (-inf -> 0), 8 lanes at a time; returns max (-inf when
-// nothing is visible: then every p is 0 and *sum is 0) and the sum of the exponentials.
-inline float exp_row(float* p, int32_t n, float* sum_out) {
+// h1 of 8 slots -> R in slot order (levels h2, h3 and the last sum of the 16-lane tree).
+// Input k holds slot 4 (k % 2) + k / 2: lane 4h + r ends up holding input 2r + h.
+inline __m256 tree_reduce8(const __m256* h1) {
+  __m256 u[4], w[2];
+  for (int i = 0; i < 4; ++i) {  // h2: l and l + 4
+    u[i] = _mm256_add_ps(_mm256_permute2f128_ps(h1[2 * i], h1[2 * i + 1], 0x20),
+                         _mm256_permute2f128_ps(h1[2 * i], h1[2 * i + 1], 0x31));
+  }
+  for (int i = 0; i < 2; ++i) {  // h3: l and l + 2
+    w[i] = _mm256_add_ps(_mm256_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  return _mm256_add_ps(_mm256_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Lanes [0, count) set (count clipped to 0 .. 8).
+inline __m256i lane_mask(int32_t count) {
+  const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), index);
+}
+
+// Pass 1: scaled scores of row slots [begin, end) into p[g * n + j] (-inf when hidden);
+// returns the largest per head in max[g].
+void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                   float scale, int32_t begin, int32_t end, float* p, float* max) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int32_t d = pool.head_dim, nv = d / 16, n = end - begin, group = queries.group;
+  const __m256i qpos8 = _mm256_set1_epi32(queries.positions[0]);
+  const __m256 scale8 = _mm256_set1_ps(scale);
   const __m256 neg_inf8 = _mm256_set1_ps(kNegInf);
-  __m256 max8 = neg_inf8;
-  int32_t s = 0;
-  for (; s + 8 <= n; s += 8) max8 = _mm256_max_ps(max8, _mm256_loadu_ps(p + s));
-  float max = hmax_ps(max8);
-  for (; s < n; ++s) max = p[s] > max ? p[s] : max;
-  if (max == kNegInf) {  // nothing visible
-    for (s = 0; s < n; ++s) p[s] = 0.0f;
-    *sum_out = 0.0f;
-    return max;
-  }
-  max8 = _mm256_set1_ps(max);
-  __m256 sum8 = _mm256_setzero_ps();
-  for (s = 0; s + 8 <= n; s += 8) {
-    const __m256 x = _mm256_loadu_ps(p + s);
-    const __m256 hidden = _mm256_cmp_ps(x, neg_inf8, _CMP_EQ_OQ);
-    const __m256 e = _mm256_andnot_ps(hidden, exp_ps(_mm256_sub_ps(x, max8)));
-    _mm256_storeu_ps(p + s, e);
-    sum8 = _mm256_add_ps(sum8, e);
-  }
-  float sum = hsum_ps(sum8);
-  for (; s < n; ++s) {
-    p[s] = p[s] == kNegInf ? 0.0f : std::exp(p[s] - max);
-    sum += p[s];
-  }
-  *sum_out = sum;
-  return max;
-}
-
-// p[0, n) = softmax(p) in place (-inf -> 0), 8 lanes at a time.
-inline void softmax_row(float* p, int32_t n) {
-  float sum = 0.0f;
-  if (exp_row(p, n, &sum) == -std::numeric_limits<float>::infinity()) return;
-  int32_t s = 0;
-  const float inv = 1.0f / sum;
-  const __m256 inv8 = _mm256_set1_ps(inv);
-  for (s = 0; s + 8 <= n; s += 8) _mm256_storeu_ps(p + s, _mm256_mul_ps(inv8, _mm256_loadu_ps(p + s)));
-  for (; s < n; ++s) p[s] *= inv;
-}
-
-// o_g[i .. i+7] += sum_j p_g[j] v_j[i .. i+7] over `count` resolved slots, for every head g:
-// one 8-column strip at a time so the G accumulators stay in registers, V converted once per
-// slot and strip. Hidden slots are skipped, never read.
-template <int G>
-inline void group_values(const PagedKvPool& pool, const float* p, int32_t n, const int64_t* slot,
-                         const bool* visible, int32_t count, float* o) {
-  const int32_t d = pool.head_dim;
-  for (int32_t i = 0; i < d; i += 8) {
-    __m256 acc[G];
-    for (int g = 0; g < G; ++g) acc[g] = _mm256_loadu_ps(o + g * d + i);
-    for (int32_t j = 0; j < count; ++j) {
-      if (!visible[j]) continue;
-      const __m256 v = load8(pool, pool.v, slot[j], i);
-      for (int g = 0; g < G; ++g) {
-        acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + static_cast<int64_t>(g) * n + j), v, acc[g]);
-      }
-    }
-    for (int g = 0; g < G; ++g) _mm256_storeu_ps(o + g * d + i, acc[g]);
-  }
-}
-
-template <int G>
-void attend_queries(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
-                    float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
-                    float* scratch) {
-  constexpr int kSlots = G <= 3 ? 4 : 1;  // kSlots x G score accumulators in 16 registers
-  const int32_t n = row.length;
-  const int32_t d = pool.head_dim;
-  int64_t slot[kSlotChunk];
-  bool visible[kSlotChunk];
-  for (int32_t t = 0; t < queries.n_query; ++t) {
-    const int32_t qpos = queries.positions[t];
-    const float* q = queries.q + t * queries.q_stride;  // [G, d]
-    for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
-      const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
-      resolve_slots(pool, row, c0, count, qpos, slot, visible);
-      int32_t j = 0;
-      for (; j + kSlots <= count; j += kSlots) {
-        group_scores<G, kSlots>(pool, q, slot + j, visible + j, n, scale, scratch + c0 + j);
-      }
-      for (; j < count; ++j) group_scores<G, 1>(pool, q, slot + j, visible + j, n, scale, scratch + c0 + j);
-    }
-    for (int g = 0; g < G; ++g) softmax_row(scratch + static_cast<int64_t>(g) * n, n);
-    float* o = out + t * out_stride;
-    for (int32_t i = 0; i < G * d; i += 8) _mm256_storeu_ps(o + i, _mm256_setzero_ps());
-    for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
-      const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
-      resolve_slots(pool, row, c0, count, qpos, slot, visible);
-      group_values<G>(pool, scratch + c0, n, slot, visible, count, o);
-      if (accumulation == MetricAccumulation::kNone || pool.metric == nullptr) continue;
-      for (int32_t j = 0; j < count; ++j) {
-        if (!visible[j]) continue;
-        float add = 0.0f;
-        for (int g = 0; g < G; ++g) {
-          const float pg = scratch[static_cast<int64_t>(g) * n + c0 + j];
-          add += accumulation == MetricAccumulation::kSquared ? pg * pg : pg;
+  __m256 max8[kMaxDecodeGroup];
+  for (int32_t g = 0; g < group; ++g) max8[g] = neg_inf8;
+  alignas(32) float kbuf[kDecodeChunk * kMaxDecodeHeadDim];
+  alignas(32) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    convert_rows(pool, slot, nc, kbuf);
+    for (int32_t half = 0; half < kDecodeChunk && half < nc; half += 8) {
+      const __m256 hidden = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos + half)), qpos8));
+      const __m256i valid = lane_mask(nc - half);
+      for (int32_t g = 0; g < group; ++g) {
+        const float* q = queries.q + static_cast<int64_t>(g) * d;
+        // Four slots' chains (lanes l < 8 and l >= 8 of each) advance together in registers.
+        __m256 h1[8];
+        for (int quad = 0; quad < 8; quad += 4) {
+          const float* kr[4];
+          for (int k = 0; k < 4; ++k) {
+            kr[k] = kbuf + (half + 4 * ((quad + k) % 2) + (quad + k) / 2) * d;
+          }
+          __m256 lo[4], hi[4];
+          const __m256 q_lo = _mm256_loadu_ps(q), q_hi = _mm256_loadu_ps(q + 8);
+          for (int k = 0; k < 4; ++k) {
+            lo[k] = _mm256_mul_ps(q_lo, _mm256_load_ps(kr[k]));
+            hi[k] = _mm256_mul_ps(q_hi, _mm256_load_ps(kr[k] + 8));
+          }
+          for (int32_t c = 1; c < nv; ++c) {
+            const __m256 qc_lo = _mm256_loadu_ps(q + 16 * c);
+            const __m256 qc_hi = _mm256_loadu_ps(q + 16 * c + 8);
+            for (int k = 0; k < 4; ++k) {
+              lo[k] = _mm256_fmadd_ps(qc_lo, _mm256_load_ps(kr[k] + 16 * c), lo[k]);
+              hi[k] = _mm256_fmadd_ps(qc_hi, _mm256_load_ps(kr[k] + 16 * c + 8), hi[k]);
+            }
+          }
+          for (int k = 0; k < 4; ++k) h1[quad + k] = _mm256_add_ps(lo[k], hi[k]);
         }
-        pool.metric[slot[j]] += add;
+        const __m256 s =
+            _mm256_blendv_ps(_mm256_mul_ps(tree_reduce8(h1), scale8), neg_inf8, hidden);
+        _mm256_maskstore_ps(p + static_cast<int64_t>(g) * n + c0 + half, valid, s);
+        max8[g] = _mm256_max_ps(max8[g], s);  // padding lanes are hidden: -inf
       }
+    }
+  }
+  for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max8[g]);
+}
+
+// Pass 2: p = e^(p - max) in place per head (0 when hidden or nothing is visible), sum[g].
+void decode_exps(int32_t group, int32_t n, const float* max, float* p, float* sum) {
+  const __m256 neg_inf8 = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int32_t g = 0; g < group; ++g) {
+    float* pg = p + static_cast<int64_t>(g) * n;
+    const __m256 max8 = _mm256_set1_ps(max[g]);
+    const bool none = max[g] == -std::numeric_limits<float>::infinity();
+    __m256 b[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // lanes j % 16 < 8, >= 8
+    for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+      for (int32_t half = 0; half < kDecodeChunk && c0 + half < n; half += 8) {
+        const __m256i valid = lane_mask(n - c0 - half);
+        const __m256 s = _mm256_maskload_ps(pg + c0 + half, valid);
+        const __m256 keep = _mm256_and_ps(_mm256_castsi256_ps(valid),
+                                          _mm256_cmp_ps(s, neg_inf8, _CMP_NEQ_OQ));
+        const __m256 e = none ? _mm256_setzero_ps()
+                              : _mm256_and_ps(keep, exp_ps(_mm256_sub_ps(s, max8)));
+        b[half / 8] = _mm256_add_ps(b[half / 8], e);
+        _mm256_maskstore_ps(pg + c0 + half, valid, e);
+      }
+    }
+    alignas(32) float lanes[16];
+    _mm256_store_ps(lanes, b[0]);
+    _mm256_store_ps(lanes + 8, b[1]);
+    sum[g] = tree_sum16(lanes);
+  }
+}
+
+// Pass 3: acc[g * d + i] = the chain over slots of e_gj * v_j[i], S 8-column vectors at a
+// time per head (G * S accumulators stay in registers).
+template <int G, int S>
+void decode_values(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin, int32_t end,
+                   const float* p, float* acc) {
+  const int32_t d = pool.head_dim, n = end - begin;
+  for (int32_t i = 0; i < G * d; i += 8) _mm256_storeu_ps(acc + i, _mm256_setzero_ps());
+  alignas(32) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    for (int32_t i0 = 0; i0 < d; i0 += 8 * S) {
+      __m256 o[G][S];
+      for (int g = 0; g < G; ++g)
+        for (int s = 0; s < S; ++s) o[g][s] = _mm256_loadu_ps(acc + g * d + i0 + 8 * s);
+      for (int32_t j = 0; j < nc; ++j) {
+        float e[G];
+        bool any = false;
+        for (int g = 0; g < G; ++g) {
+          e[g] = p[static_cast<int64_t>(g) * n + c0 + j];
+          any |= e[g] != 0.0f;
+        }
+        if (!any) continue;
+        __m256 v[S];
+        for (int s = 0; s < S; ++s) v[s] = load8(pool, pool.v, slot[j], i0 + 8 * s);
+        for (int g = 0; g < G; ++g) {
+          const __m256 eg = _mm256_set1_ps(e[g]);
+          for (int s = 0; s < S; ++s) o[g][s] = _mm256_fmadd_ps(eg, v[s], o[g][s]);
+        }
+      }
+      for (int g = 0; g < G; ++g)
+        for (int s = 0; s < S; ++s) _mm256_storeu_ps(acc + g * d + i0 + 8 * s, o[g][s]);
     }
   }
 }
 
-// One query over row slots [begin, end), unnormalized (paged_attention_part's contract).
+// The widest strip (in 8-column vectors) that divides the row and keeps G * S <= 12.
 template <int G>
-void attend_part(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
-                 float scale, int32_t begin, int32_t end, float* acc, float* max, float* sum,
-                 float* scratch) {
-  constexpr int kSlots = G <= 3 ? 4 : 1;
-  const int32_t n = end - begin;
-  const int32_t d = pool.head_dim;
-  int64_t slot[kSlotChunk];
-  bool visible[kSlotChunk];
-  const int32_t qpos = queries.positions[0];
-  for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
-    const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
-    resolve_slots(pool, row, begin + c0, count, qpos, slot, visible);
-    int32_t j = 0;
-    for (; j + kSlots <= count; j += kSlots) {
-      group_scores<G, kSlots>(pool, queries.q, slot + j, visible + j, n, scale, scratch + c0 + j);
-    }
-    for (; j < count; ++j) group_scores<G, 1>(pool, queries.q, slot + j, visible + j, n, scale, scratch + c0 + j);
+void decode_values_for(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
+                       int32_t end, const float* p, float* acc) {
+  const int32_t nv8 = pool.head_dim / 8;  // even: head_dim % 16 == 0
+  if constexpr (G <= 3) {
+    if (nv8 % 4 == 0) return decode_values<G, 4>(pool, row, begin, end, p, acc);
   }
-  for (int g = 0; g < G; ++g) max[g] = exp_row(scratch + static_cast<int64_t>(g) * n, n, sum + g);
-  for (int32_t i = 0; i < G * d; i += 8) _mm256_storeu_ps(acc + i, _mm256_setzero_ps());
-  for (int32_t c0 = 0; c0 < n; c0 += kSlotChunk) {
-    const int32_t count = n - c0 < kSlotChunk ? n - c0 : kSlotChunk;
-    resolve_slots(pool, row, begin + c0, count, qpos, slot, visible);
-    group_values<G>(pool, scratch + c0, n, slot, visible, count, acc);
-  }
+  if constexpr (G <= 6) return decode_values<G, 2>(pool, row, begin, end, p, acc);
+  decode_values<G, 1>(pool, row, begin, end, p, acc);
 }
 
 }  // namespace
 
-void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
-                          const GroupQueries& queries, float scale, int32_t begin, int32_t end,
-                          float* acc, float* max, float* sum, float* scratch) {
-  switch (queries.group) {
-    case 1: return attend_part<1>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-    case 2: return attend_part<2>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-    case 3: return attend_part<3>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-    case 4: return attend_part<4>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-    case 5: return attend_part<5>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-    case 6: return attend_part<6>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-    case 7: return attend_part<7>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-    default: return attend_part<8>(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
-  }
+bool paged_attention_decode_supported(const PagedKvPool& pool, int32_t group) {
+  return pool.head_dim % 16 == 0 && pool.head_dim <= kMaxDecodeHeadDim && group >= 1 &&
+         group <= kMaxDecodeGroup;
 }
 
-void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
-                     float scale, MetricAccumulation accumulation, float* out, int64_t out_stride,
-                     float* scratch) {
-  switch (queries.group) {
-    case 1: return attend_queries<1>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-    case 2: return attend_queries<2>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-    case 3: return attend_queries<3>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-    case 4: return attend_queries<4>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-    case 5: return attend_queries<5>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-    case 6: return attend_queries<6>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-    case 7: return attend_queries<7>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-    default: return attend_queries<8>(pool, row, queries, scale, accumulation, out, out_stride, scratch);
-  }
-}
-
-bool paged_attention_supported(const PagedKvPool& pool, int32_t group) {
-  return pool.head_dim % 8 == 0 && group >= 1 && group <= kMaxQueryGroup;
+void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
+                            const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                            float* acc, float* max, float* sum, float* scratch) {
+  decode_scores(pool, row, queries, scale, begin, end, scratch, max);
+  decode_exps(queries.group, end - begin, max, scratch, sum);
+  with_decode_group(queries.group, [&]<int G>() {
+    decode_values_for<G>(pool, row, begin, end, scratch, acc);
+  });
 }
 
 namespace {

@@ -9,6 +9,10 @@
 // queries are copied into one contiguous block so the score loop indexes a single array.
 //
 // Requires head_dim % 16 == 0 and head_dim <= kMaxHeadDim, groups up to kMaxGroup.
+//
+// The decode kernel (paged_attention_decode, groups up to kMaxDecodeGroup): the AVX2 build's
+// three passes with the same float operations per result (x86_tile_helpers.h), 16 slots per
+// vector, so a decode token's attention does not depend on the CPU either.
 #include <math.h>
 
 #include <limits>
@@ -255,7 +259,193 @@ void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQu
   }
 }
 
+// ---- Decode kernel (paged_attention_decode; the arithmetic is spelled out in
+// x86_tile_helpers.h and shared with the AVX2 build) ----
+
+// Converts the K rows of the chunk's nc slots to floats: buf [kDecodeChunk, d]; rows j >= nc
+// are zero (their lanes are masked; they are never read from the pool).
+inline void convert_rows(const PagedKvPool& pool, const void* base, const int64_t* slot, int32_t nc,
+                         float* buf) {
+  const int32_t d = pool.head_dim;
+  for (int32_t j = 0; j < kDecodeChunk; ++j) {
+    for (int32_t i = 0; i < d; i += 16) {
+      _mm512_store_ps(buf + j * d + i,
+                      j < nc ? load_kv_16(pool, base, slot[j], i) : _mm512_setzero_ps());
+    }
+  }
+}
+
+// The first n (1 .. 16) lanes of v to dst / of src into a vector (the others 0). Masked
+// loads and stores of floats would do, but SIMDe (the emulated test builds) lacks them.
+inline void store_first(float* dst, __m512 v, int32_t n) {
+  if (n == 16) return _mm512_storeu_ps(dst, v);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  std::memcpy(dst, lanes, sizeof(float) * static_cast<size_t>(n));
+}
+inline __m512 load_first(const float* src, int32_t n) {
+  if (n == 16) return _mm512_loadu_ps(src);
+  alignas(64) float lanes[16] = {};
+  std::memcpy(lanes, src, sizeof(float) * static_cast<size_t>(n));
+  return _mm512_load_ps(lanes);
+}
+
+// a[k] for 16 slots -> one vector of R(a) in slot order. Input k holds slot 4 (k % 4) + k / 4:
+// after the four pairwise levels, lane 4q + r holds input q + 4r.
+inline __m512 tree_reduce16(const __m512* a) {
+  __m512 t[8], u[4], w[2];
+  for (int i = 0; i < 8; ++i) {  // h1: lanes l and l + 8
+    t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int i = 0; i < 4; ++i) {  // h2: l and l + 4 of each h1
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  for (int i = 0; i < 2; ++i) {  // h3: l and l + 2 of each h2
+    w[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  return _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Pass 1: scaled scores of row slots [begin, end) into p[g * n + j] (-inf when hidden);
+// returns the largest per head in max[g].
+void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
+                   float scale, int32_t begin, int32_t end, float* p, float* max) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int32_t d = pool.head_dim, nv = d / 16, n = end - begin, group = queries.group;
+  const __m512i qpos16 = _mm512_set1_epi32(queries.positions[0]);
+  const __m512 scale16 = _mm512_set1_ps(scale);
+  const __m512 neg_inf16 = _mm512_set1_ps(kNegInf);
+  __m512 max16[kMaxDecodeGroup];
+  for (int32_t g = 0; g < group; ++g) max16[g] = neg_inf16;
+  alignas(64) float kbuf[kDecodeChunk * kMaxHeadDim];
+  alignas(64) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    convert_rows(pool, pool.k, slot, nc, kbuf);
+    const __mmask16 hidden = _mm512_cmpgt_epi32_mask(_mm512_load_si512(kpos), qpos16);
+    const __mmask16 valid = static_cast<__mmask16>((1u << nc) - 1u);
+    for (int32_t g = 0; g < group; ++g) {
+      const float* q = queries.q + static_cast<int64_t>(g) * d;
+      // The 16 chains advance together (in registers), one 16-column vector at a time.
+      __m512 a[kDecodeChunk];
+      const __m512 q0 = _mm512_loadu_ps(q);
+      for (int k = 0; k < kDecodeChunk; ++k) {
+        a[k] = _mm512_mul_ps(q0, _mm512_load_ps(kbuf + (4 * (k % 4) + k / 4) * d));
+      }
+      for (int32_t c = 1; c < nv; ++c) {
+        const __m512 qc = _mm512_loadu_ps(q + 16 * c);
+        for (int k = 0; k < kDecodeChunk; ++k) {
+          a[k] = _mm512_fmadd_ps(qc, _mm512_load_ps(kbuf + (4 * (k % 4) + k / 4) * d + 16 * c),
+                                 a[k]);
+        }
+      }
+      const __m512 s =
+          _mm512_mask_blend_ps(hidden, _mm512_mul_ps(tree_reduce16(a), scale16), neg_inf16);
+      store_first(p + static_cast<int64_t>(g) * n + c0, s, nc);
+      max16[g] = _mm512_mask_max_ps(max16[g], valid, max16[g], s);
+    }
+  }
+  for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max16[g]);
+}
+
+// Pass 2: p = e^(p - max) in place per head (0 when hidden or nothing is visible), sum[g].
+void decode_exps(int32_t group, int32_t n, const float* max, float* p, float* sum) {
+  const __m512 neg_inf16 = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int32_t g = 0; g < group; ++g) {
+    float* pg = p + static_cast<int64_t>(g) * n;
+    const __m512 max16 = _mm512_set1_ps(max[g]);
+    const bool none = max[g] == -std::numeric_limits<float>::infinity();
+    __m512 b = _mm512_setzero_ps();
+    for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+      const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+      const __mmask16 valid = static_cast<__mmask16>((1u << nc) - 1u);
+      const __m512 s = load_first(pg + c0, nc);
+      const __mmask16 keep =
+          none ? static_cast<__mmask16>(0)
+               : static_cast<__mmask16>(valid & ~_mm512_cmp_ps_mask(s, neg_inf16, _CMP_EQ_OQ));
+      const __m512 e = _mm512_maskz_mov_ps(keep, exp_ps(_mm512_sub_ps(s, max16)));
+      b = _mm512_add_ps(b, e);
+      store_first(pg + c0, e, nc);
+    }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, b);
+    sum[g] = tree_sum16(lanes);
+  }
+}
+
+// Pass 3: acc[g * d + i] = the chain over slots of e_gj * v_j[i], S 16-column vectors at a
+// time per head (G * S accumulators stay in registers).
+template <int G, int S>
+void decode_values(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin, int32_t end,
+                   const float* p, float* acc) {
+  const int32_t d = pool.head_dim, n = end - begin;
+  for (int32_t i = 0; i < G * d; i += 16) _mm512_storeu_ps(acc + i, _mm512_setzero_ps());
+  alignas(64) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    for (int32_t i0 = 0; i0 < d; i0 += 16 * S) {
+      __m512 o[G][S];
+      for (int g = 0; g < G; ++g)
+        for (int s = 0; s < S; ++s) o[g][s] = _mm512_loadu_ps(acc + g * d + i0 + 16 * s);
+      for (int32_t j = 0; j < nc; ++j) {
+        float e[G];
+        bool any = false;
+        for (int g = 0; g < G; ++g) {
+          e[g] = p[static_cast<int64_t>(g) * n + c0 + j];
+          any |= e[g] != 0.0f;
+        }
+        if (!any) continue;
+        __m512 v[S];
+        for (int s = 0; s < S; ++s) v[s] = load_kv_16(pool, pool.v, slot[j], i0 + 16 * s);
+        for (int g = 0; g < G; ++g) {
+          const __m512 eg = _mm512_set1_ps(e[g]);
+          for (int s = 0; s < S; ++s) o[g][s] = _mm512_fmadd_ps(eg, v[s], o[g][s]);
+        }
+      }
+      for (int g = 0; g < G; ++g)
+        for (int s = 0; s < S; ++s) _mm512_storeu_ps(acc + g * d + i0 + 16 * s, o[g][s]);
+    }
+  }
+}
+
+// The widest strip (in 16-column vectors) that divides the row and keeps G * S <= 16.
+template <int G>
+void decode_values_for(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
+                       int32_t end, const float* p, float* acc) {
+  const int32_t nv = pool.head_dim / 16;
+  if constexpr (G <= 4) {
+    if (nv % 4 == 0) return decode_values<G, 4>(pool, row, begin, end, p, acc);
+  }
+  if (nv % 2 == 0) return decode_values<G, 2>(pool, row, begin, end, p, acc);
+  decode_values<G, 1>(pool, row, begin, end, p, acc);
+}
+
 }  // namespace
+
+bool paged_attention_decode_supported(const PagedKvPool& pool, int32_t group) {
+  return pool.head_dim % 16 == 0 && pool.head_dim <= kMaxHeadDim && group >= 1 &&
+         group <= kMaxDecodeGroup;
+}
+
+void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
+                            const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                            float* acc, float* max, float* sum, float* scratch) {
+  decode_scores(pool, row, queries, scale, begin, end, scratch, max);
+  decode_exps(queries.group, end - begin, max, scratch, sum);
+  with_decode_group(queries.group, [&]<int G>() {
+    decode_values_for<G>(pool, row, begin, end, scratch, acc);
+  });
+}
 
 bool paged_attention_tiled_supported(const PagedKvPool& pool, int32_t group) {
   return pool.head_dim % 16 == 0 && pool.head_dim <= kMaxHeadDim && group >= 1 &&

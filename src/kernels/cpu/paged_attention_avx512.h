@@ -1,7 +1,9 @@
-// AVX-512 paged attention: one source (paged_attention_avx512.cpp), compiled once per
-// namespace as the AVX-512 row kernels are (quant_avx512.h): kvc::avx512 for the dispatcher
-// (kvc::avx512_vnni holds an identical copy: attention has no int8 dots), and the *_emulated
-// twins built against SIMDe, linked into tests only, so CPUs without AVX-512 check this code.
+// AVX-512 paged attention: the query-tiled prefill kernel and the one-query decode kernel
+// (paged_attention_decode's contract in paged_attention_avx2.h; the same bits as the AVX2
+// build). One source (paged_attention_avx512.cpp), compiled once per namespace as the AVX-512
+// row kernels are (quant_avx512.h): kvc::avx512 for the dispatcher (kvc::avx512_vnni holds an
+// identical copy: attention has no int8 dots), and the *_emulated twins built against SIMDe,
+// linked into tests only, so CPUs without AVX-512 check this code.
 //
 // Call the native builds only after cpu_features.h says the CPU runs AVX-512.
 #pragma once
@@ -14,6 +16,11 @@
   void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,             \
                              const GroupQueries& queries, float scale, float* out,         \
                              int64_t out_stride);                                          \
+  bool paged_attention_decode_supported(const PagedKvPool& pool, int32_t group);           \
+  void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,            \
+                              const GroupQueries& queries, float scale, int32_t begin,     \
+                              int32_t end, float* acc, float* max, float* sum,             \
+                              float* scratch);                                             \
   }
 
 KVC_DECLARE_AVX512_ATTENTION(avx512)
