@@ -17,9 +17,13 @@
 //                          512-token chunked prefill fills them (every row's blocks interleaved
 //                          with the others'), one query per row, rows spread over T threads
 //                          (paged_attention; what bandwidth the kernel reaches from DRAM)
+//   decode_8K_model/.../parts
+//                          the same step as the engine runs it: layer by layer, each row in
+//                          parts of 512 slots on any thread (paged_attention_part), merged
 //
 // Each runs on f16 and q8_0 KVs and every kernel set the CPU has (suffix /f16|q8_0/scalar|avx2|
-// avx512: the dispatcher capped at that set), so one run compares them on one machine.
+// avx512|avx512-vnni, the last differing on q8_0 decode only: the dispatcher capped at that
+// set), so one run compares them on one machine.
 //
 // Counters: items_per_second = query tokens per second; GFLOPS counts 4 * head_dim * group
 // flops per visible (query, KV) pair (QK and PV). Single thread. Timings are printed, never
@@ -172,6 +176,45 @@ ModelFixture& model_fixture(KvStorageType storage) {
   return storage == KvStorageType::kQ8_0 ? q8_0 : f16;
 }
 
+// As the engine runs a full-cache decode step: layer by layer (3 rows each), every row split
+// into parts of kPartSlots run on any thread, then merged in order.
+constexpr int32_t kPartSlots = 512, kRowsPerLayer = 3;
+
+void BM_ModelDecodeParts(benchmark::State& state, KernelIsa isa, KvStorageType storage) {
+  ModelFixture& f = model_fixture(storage);
+  const auto threads = static_cast<int32_t>(state.range(0));
+  const int32_t n_parts = kModelTokens / kPartSlots;
+  f.scratch.resize(static_cast<size_t>(threads) * kGroup * kPartSlots);
+  std::vector<float> acc(static_cast<size_t>(kRowsPerLayer) * n_parts * kStride);
+  std::vector<float> max(static_cast<size_t>(kRowsPerLayer) * n_parts * kGroup), sum(max.size());
+  limit_kernel_isa(isa);
+  const PagedKvPool pool = f.cache->pool().view();
+  const int32_t qpos = kModelTokens - 1;
+  for (auto _ : state) {
+    for (int32_t layer = 0; layer < kModelRows / kRowsPerLayer; ++layer) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (int32_t item = 0; item < kRowsPerLayer * n_parts; ++item) {
+        const int32_t r = layer * kRowsPerLayer + item / n_parts, p = item % n_parts;
+        const GroupQueries queries{f.q.data() + r * kStride, kStride, &qpos, 1, kGroup};
+        paged_attention_part(pool, f.cache->row_view(f.seq, r, 0), queries, kScale,
+                             p * kPartSlots, (p + 1) * kPartSlots, acc.data() + item * kStride,
+                             max.data() + item * kGroup, sum.data() + item * kGroup,
+                             f.scratch.data() + static_cast<size_t>(omp_get_thread_num()) *
+                                                    kGroup * kPartSlots);
+      }
+      for (int32_t h = 0; h < kRowsPerLayer; ++h) {
+        const size_t first = static_cast<size_t>(h) * n_parts;
+        merge_attention_parts(n_parts, kGroup, kHeadDim, acc.data() + first * kStride,
+                              max.data() + first * kGroup, sum.data() + first * kGroup,
+                              f.out.data() + (layer * kRowsPerLayer + h) * kStride);
+      }
+    }
+    benchmark::ClobberMemory();
+  }
+  limit_kernel_isa(kBestKernelIsa);
+  state.SetBytesProcessed(state.iterations() * f.kv_bytes);
+}
+
 void BM_ModelDecode(benchmark::State& state, KernelIsa isa, KvStorageType storage) {
   ModelFixture& f = model_fixture(storage);
   const auto threads = static_cast<int32_t>(state.range(0));
@@ -205,7 +248,8 @@ const bool kRegistered = [] {
                              Shape{"decode_2K/per_query", false, false},
                              Shape{"decode_2K/tiled", false, true}}) {
     for (KvStorageType storage : {KvStorageType::kF16, KvStorageType::kQ8_0}) {
-      for (KernelIsa isa : {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+      for (KernelIsa isa : {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512,
+                             KernelIsa::kAvx512Vnni}) {
         if (isa > cpu_best_kernel_isa()) continue;
         const std::string name = std::string(shape.name) +
                                  (storage == KvStorageType::kQ8_0 ? "/q8_0/" : "/f16/") +
@@ -217,7 +261,7 @@ const bool kRegistered = [] {
     }
   }
   for (KvStorageType storage : {KvStorageType::kF16, KvStorageType::kQ8_0}) {
-    for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+    for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512, KernelIsa::kAvx512Vnni}) {
       if (isa > cpu_best_kernel_isa()) continue;
       const std::string name = std::string("decode_8K_model") +
                                (storage == KvStorageType::kQ8_0 ? "/q8_0/" : "/f16/") +
@@ -225,6 +269,11 @@ const bool kRegistered = [] {
       benchmark::RegisterBenchmark(name.c_str(), BM_ModelDecode, isa, storage)
           ->ArgName("threads")
           ->Arg(1)
+          ->Arg(2)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark((name + "/parts").c_str(), BM_ModelDecodeParts, isa, storage)
+          ->ArgName("threads")
           ->Arg(2)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();

@@ -290,6 +290,13 @@ TEST_P(AttentionAfterCompaction, EqualsDenseAttentionOverTheSurvivors) {
     const int32_t qpos[2] = {203, 150};
     std::vector<float> q(2 * group * d);
     for (float& x : q) x = g(rng);
+    if (GetParam() == KvStorageType::kQ8_0) {  // a q8_0 cache meets queries quantized as K is
+      std::vector<uint8_t> blocks(static_cast<size_t>(kv_row_bytes(KvStorageType::kQ8_0, d)));
+      for (size_t r = 0; r < q.size(); r += d) {
+        reference::quantize_row_for_dot(TensorType::Q8_0, &q[r], blocks.data(), d);
+        reference::dequantize_row(TensorType::Q8_0, blocks.data(), &q[r], d);
+      }
+    }
     GroupQueries queries{q.data(), group * d, qpos, 2, group};
     std::vector<float> out(2 * group * d), scratch(static_cast<size_t>(group) * row.length);
     for (const bool use_reference : {false, true}) {

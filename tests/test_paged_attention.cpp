@@ -79,6 +79,15 @@ ScatteredRow scattered_row(int32_t n, int32_t d, int32_t bs, KvStorageType stora
   return r;
 }
 
+// One token's queries (group rows of head_dim) as a q8_0 cache meets them: quantized as K is
+// (paged_attention.h). Other storage types meet the float query: unchanged.
+void round_queries(float* q, int32_t group, int32_t head_dim, KvStorageType storage) {
+  if (storage != KvStorageType::kQ8_0) return;
+  std::vector<float> row(q, q + static_cast<size_t>(group) * head_dim);
+  round_to_storage(row, head_dim, storage);
+  std::copy(row.begin(), row.end(), q);
+}
+
 class PagedAttentionTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
@@ -100,6 +109,9 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
   const int32_t n_query = 3;
   std::vector<float> q(static_cast<size_t>(n_query) * c.group * d);
   for (auto& x : q) x = normal(rng);
+  // A q8_0 cache meets the query quantized as K is (paged_attention.h): so does the reference.
+  std::vector<float> q_dense = q;
+  for (int32_t t = 0; t < n_query; ++t) round_queries(&q_dense[t * c.group * d], c.group, d, c.storage);
   // The last query sees everything; the others see a prefix of positions (causal mask).
   std::vector<int32_t> qpos = {c.length - 1, c.length / 2, 0};
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -115,7 +127,7 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
                     scratch.data());
     for (int32_t t = 0; t < n_query; ++t) {
       for (int32_t g = 0; g < c.group; ++g) {
-        const float* qh = &q[(static_cast<size_t>(t) * c.group + g) * d];
+        const float* qh = &q_dense[(static_cast<size_t>(t) * c.group + g) * d];
         const std::vector<float> expected = test_support::dense_attention(qh, k, v, pos, qpos[t], d, scale, nullptr);
         for (int32_t i = 0; i < d; ++i) {
           const float got = out[(static_cast<size_t>(t) * c.group + g) * d + i];
@@ -144,7 +156,7 @@ TEST_P(PagedAttentionTest, MatchesDenseAttentionOverTheSameKvs) {
         std::vector<float> merged(static_cast<size_t>(c.group) * d, NAN);
         merge_attention_parts(n_parts, c.group, d, acc.data(), max.data(), sum.data(), merged.data());
         for (int32_t g = 0; g < c.group; ++g) {
-          const float* qh = &q[(static_cast<size_t>(t) * c.group + g) * d];
+          const float* qh = &q_dense[(static_cast<size_t>(t) * c.group + g) * d];
           const std::vector<float> expected =
               test_support::dense_attention(qh, k, v, pos, qpos[t], d, scale, nullptr);
           for (int32_t i = 0; i < d; ++i) {
@@ -235,6 +247,11 @@ const DecodeKernel kDecodeKernels[] = {
      avx512::paged_attention_decode},
     {"avx512-emulated", KernelIsa::kAvx2, avx512_emulated::paged_attention_decode_supported,
      avx512_emulated::paged_attention_decode},
+    {"avx512-vnni", KernelIsa::kAvx512Vnni, avx512_vnni::paged_attention_decode_supported,
+     avx512_vnni::paged_attention_decode},
+    {"avx512-vnni-emulated", KernelIsa::kAvx2,
+     avx512_vnni_emulated::paged_attention_decode_supported,
+     avx512_vnni_emulated::paged_attention_decode},
 };
 
 TEST(DecodeAttention, EveryBuildGivesTheSameBits) {
@@ -260,6 +277,9 @@ TEST(DecodeAttention, EveryBuildGivesTheSameBits) {
     const PagedHeadRow row = sr.row();
     std::vector<float> q(static_cast<size_t>(c.group) * d);
     for (auto& x : q) x = 2.0f * normal(rng);
+    // The reference meets the query as q8_0 scores do (quantized; int8 dots are exact).
+    std::vector<float> q_ref = q;
+    round_queries(q_ref.data(), c.group, d, c.storage);
     // Whole row, a range inside it, an empty range; a query that sees all, about half, none.
     const int32_t ranges[][2] = {{0, n}, {n / 3, n - n / 4}, {n / 2, n / 2}};
     for (const int32_t qpos : {n, n / 2, -1}) {
@@ -270,7 +290,8 @@ TEST(DecodeAttention, EveryBuildGivesTheSameBits) {
         const size_t m = static_cast<size_t>(end - begin) * c.group;
         std::vector<float> want_acc(static_cast<size_t>(c.group) * d), want_max(c.group),
             want_sum(c.group), scratch(m + 1);
-        reference::paged_attention_part(pool, row, query, 0.125f, begin, end, want_acc.data(),
+        const GroupQueries query_ref{q_ref.data(), 0, &qpos, 1, c.group};
+        reference::paged_attention_part(pool, row, query_ref, 0.125f, begin, end, want_acc.data(),
                                         want_max.data(), want_sum.data(), scratch.data());
         std::vector<float> first;  // acc, max, sum, exponentials of the first build that ran
         for (const DecodeKernel& kernel : kDecodeKernels) {
@@ -375,6 +396,8 @@ TEST_P(TiledAttentionTest, MatchesSingleQueryReference) {
     const int64_t out_stride = static_cast<int64_t>(c.group) * d + 3;
     std::vector<float> q(static_cast<size_t>(n_query * q_stride));
     for (auto& x : q) x = normal(rng);
+    // On q8_0 the dispatcher quantizes queries as K is; pre-rounded, every build sees the same.
+    for (int32_t t = 0; t < n_query; ++t) round_queries(&q[t * q_stride], c.group, d, c.storage);
     std::vector<int32_t> qpos(static_cast<size_t>(n_query));
     const int32_t start = std::uniform_int_distribution<int32_t>(0, std::max(0, n - n_query))(rng);
     for (int32_t t = 0; t < n_query; ++t) qpos[t] = start + t;

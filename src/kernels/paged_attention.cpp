@@ -8,6 +8,7 @@
 #include "kernels/cpu/paged_attention_avx2.h"
 #include "kernels/cpu/paged_attention_avx512.h"
 #include "kernels/cpu_features.h"
+#include "kernels/quant.h"
 #include "util/error.h"
 
 namespace kvc {
@@ -30,6 +31,10 @@ using DecodeKernel = void (*)(const PagedKvPool& pool, const PagedHeadRow& row,
 // The x86 decode kernel for this shape (every build gives the same bits), or null: then the
 // reference loops.
 DecodeKernel decode_kernel(const PagedKvPool& pool, int32_t group) {
+  if (active_kernel_isa() >= KernelIsa::kAvx512Vnni &&
+      avx512_vnni::paged_attention_decode_supported(pool, group)) {
+    return avx512_vnni::paged_attention_decode;  // vpdpbusd for q8_0 scores
+  }
   if (active_kernel_isa() >= KernelIsa::kAvx512 &&
       avx512::paged_attention_decode_supported(pool, group)) {
     return avx512::paged_attention_decode;
@@ -40,6 +45,31 @@ DecodeKernel decode_kernel(const PagedKvPool& pool, int32_t group) {
   return nullptr;
 }
 
+// On a q8_0 cache every query is quantized as K is (q8_0 per 32 values, the reference
+// quantizer) before it meets K, as llama.cpp quantizes Q for a q8_0 cache: the decode kernels
+// do it inside their int8 dot products, and this gives the tiled kernels and the reference
+// loops the same quantized query, back as floats (buf holds them).
+GroupQueries quantized_queries(const PagedKvPool& pool, const GroupQueries& queries,
+                               std::vector<float>& buf) {
+  if (pool.storage != KvStorageType::kQ8_0) return queries;
+  const int32_t d = pool.head_dim;
+  const int64_t per_token = static_cast<int64_t>(queries.group) * d;
+  buf.resize(static_cast<size_t>(queries.n_query * per_token));
+  std::vector<uint8_t> blocks(static_cast<size_t>(kv_row_bytes(KvStorageType::kQ8_0, d)));
+  for (int32_t t = 0; t < queries.n_query; ++t) {
+    for (int32_t g = 0; g < queries.group; ++g) {
+      const float* src = queries.q + t * queries.q_stride + static_cast<int64_t>(g) * d;
+      float* dst = buf.data() + t * per_token + static_cast<int64_t>(g) * d;
+      reference::quantize_row_for_dot(TensorType::Q8_0, src, blocks.data(), d);
+      reference::dequantize_row(TensorType::Q8_0, blocks.data(), dst, d);
+    }
+  }
+  GroupQueries out = queries;
+  out.q = buf.data();
+  out.q_stride = per_token;
+  return out;
+}
+
 }  // namespace
 
 void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
@@ -47,7 +77,9 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
                      float* scratch) {
   const DecodeKernel kernel = decode_kernel(pool, queries.group);
   if (kernel == nullptr) {
-    reference::paged_attention(pool, row, queries, scale, accumulation, out, out_stride, scratch);
+    std::vector<float> buf;
+    reference::paged_attention(pool, row, quantized_queries(pool, queries, buf), scale,
+                               accumulation, out, out_stride, scratch);
     return;
   }
   const int32_t n = row.length, group = queries.group, d = pool.head_dim;
@@ -88,7 +120,9 @@ void paged_attention_part(const PagedKvPool& pool, const PagedHeadRow& row,
   if (kernel != nullptr) {
     kernel(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
   } else {
-    reference::paged_attention_part(pool, row, queries, scale, begin, end, acc, max, sum, scratch);
+    std::vector<float> buf;
+    reference::paged_attention_part(pool, row, quantized_queries(pool, queries, buf), scale,
+                                    begin, end, acc, max, sum, scratch);
   }
 }
 
@@ -119,13 +153,15 @@ void paged_attention_tiled(const PagedKvPool& pool, const PagedHeadRow& row,
                            int64_t out_stride) {
   KVC_ASSERT(queries.n_query >= 1);
   KVC_ASSERT(queries.group >= 1);
+  thread_local std::vector<float> buf;
+  const GroupQueries q = quantized_queries(pool, queries, buf);
   if (active_kernel_isa() >= KernelIsa::kAvx512 &&
-      avx512::paged_attention_tiled_supported(pool, queries.group)) {
-    avx512::paged_attention_tiled(pool, row, queries, scale, out, out_stride);
-  } else if (cpu_has_avx2() && avx2::paged_attention_tiled_supported(pool, queries.group)) {
-    avx2::paged_attention_tiled(pool, row, queries, scale, out, out_stride);
+      avx512::paged_attention_tiled_supported(pool, q.group)) {
+    avx512::paged_attention_tiled(pool, row, q, scale, out, out_stride);
+  } else if (cpu_has_avx2() && avx2::paged_attention_tiled_supported(pool, q.group)) {
+    avx2::paged_attention_tiled(pool, row, q, scale, out, out_stride);
   } else {
-    reference::paged_attention_tiled(pool, row, queries, scale, out, out_stride);
+    reference::paged_attention_tiled(pool, row, q, scale, out, out_stride);
   }
 }
 

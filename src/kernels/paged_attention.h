@@ -21,7 +21,10 @@ namespace kvc {
 //   kQ8_0  head_dim / 32 blocks of 34 bytes: an fp16 scale d, then 32 int8 quants q, value
 //          d * q (ggml's block_q8_0, d = max|x| / 127); needs head_dim % 32 == 0. The scales
 //          live inside the slot row, so a block of the pool stays self-contained and
-//          compaction moves a slot's scales with its quants.
+//          compaction moves a slot's scales with its quants. Every kernel quantizes the
+//          queries the same way before they meet K (as llama.cpp does for a q8_0 cache): the
+//          decode kernels score with exact int8 dot products, the tiled kernels and the
+//          reference get the quantized query back as floats.
 enum class KvStorageType : uint8_t { kF16, kF32, kQ8_0 };
 
 // Bytes of one slot row; 0 for a head_dim kQ8_0 cannot store (not a multiple of 32).

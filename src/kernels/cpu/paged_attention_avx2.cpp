@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/avx2_common.h"
 #include "kernels/cpu/paged_attention_avx2.h"
+#include "kernels/quant.h"
 
 namespace kvc::avx2 {
 namespace {
@@ -166,6 +167,68 @@ inline __m256i lane_mask(int32_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), index);
 }
 
+// 8 vectors of partial int32 dots of one block (8 four-byte groups each) -> their exact
+// sums, slots in order.
+inline __m256i tree_reduce8_i32(const __m256i* v) {
+  const __m256i g0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20),
+                          _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
+// Pass 1 on a q8_0 cache: int8 dot products (x86_tile_helpers.h), one block per vector.
+void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
+                        const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                        float* p, float* max) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int32_t d = pool.head_dim, nb = d / 32, n = end - begin, group = queries.group;
+  const QuantizedQueries& query = quantized_queries_q8_0(queries.q, group, d);
+  const auto& qs = query.qs;
+  const auto& dq = query.dq;
+  const __m256i qpos8 = _mm256_set1_epi32(queries.positions[0]);
+  const __m256 scale8 = _mm256_set1_ps(scale);
+  const __m256 neg_inf8 = _mm256_set1_ps(kNegInf);
+  __m256 max8[kMaxDecodeGroup];
+  for (int32_t g = 0; g < group; ++g) max8[g] = neg_inf8;
+  alignas(32) int8_t kq[kDecodeChunk * kMaxDecodeHeadDim];
+  alignas(32) uint16_t kd[(kMaxDecodeHeadDim / 32) * kDecodeChunk];
+  alignas(32) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    gather_q8_0_rows(pool, slot, nc, kq, d, kd);
+    for (int32_t half = 0; half < kDecodeChunk && half < nc; half += 8) {
+      const __m256 hidden = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos + half)), qpos8));
+      const __m256i valid = lane_mask(nc - half);
+      for (int32_t g = 0; g < group; ++g) {
+        __m256 f = _mm256_setzero_ps();
+        for (int32_t b = 0; b < nb; ++b) {
+          // maddubs takes |qq| and K with qq's sign moved onto it: exact (|pairs| < 2^15).
+          const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(qs[g] + 32 * b));
+          const __m256i x_abs = _mm256_sign_epi8(x, x);
+          __m256i v[8];
+          for (int k = 0; k < 8; ++k) {
+            const __m256i y = _mm256_load_si256(
+                reinterpret_cast<const __m256i*>(kq + (half + k) * d + 32 * b));
+            v[k] = simd::dot_u8_i8(x_abs, _mm256_sign_epi8(y, x));
+          }
+          const __m256 xs = _mm256_cvtepi32_ps(tree_reduce8_i32(v));
+          const __m256 w = _mm256_mul_ps(
+              _mm256_cvtph_ps(simd::load_128(kd + b * kDecodeChunk + half)), _mm256_set1_ps(dq[g][b]));
+          f = b == 0 ? _mm256_mul_ps(xs, w) : _mm256_fmadd_ps(xs, w, f);
+        }
+        const __m256 s = _mm256_blendv_ps(_mm256_mul_ps(f, scale8), neg_inf8, hidden);
+        _mm256_maskstore_ps(p + static_cast<int64_t>(g) * n + c0 + half, valid, s);
+        max8[g] = _mm256_max_ps(max8[g], s);  // padding lanes are hidden: -inf
+      }
+    }
+  }
+  for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max8[g]);
+}
+
 // Pass 1: scaled scores of row slots [begin, end) into p[g * n + j] (-inf when hidden);
 // returns the largest per head in max[g].
 void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
@@ -311,7 +374,14 @@ bool paged_attention_decode_supported(const PagedKvPool& pool, int32_t group) {
 void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
                             const GroupQueries& queries, float scale, int32_t begin, int32_t end,
                             float* acc, float* max, float* sum, float* scratch) {
-  decode_scores(pool, row, queries, scale, begin, end, scratch, max);
+  // The first rows of each pass are fetched at once; the passes fetch ahead of themselves.
+  prefetch_row_slots(pool, row, pool.k, begin, kPrefetchAhead, end);
+  if (pool.storage == KvStorageType::kQ8_0) {
+    decode_scores_q8_0(pool, row, queries, scale, begin, end, scratch, max);
+  } else {
+    decode_scores(pool, row, queries, scale, begin, end, scratch, max);
+  }
+  prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
   decode_exps(queries.group, end - begin, max, scratch, sum);
   with_decode_group(queries.group, [&]<int G>() {
     decode_values_for<G>(pool, row, begin, end, scratch, acc);

@@ -19,6 +19,7 @@
 
 #include "kernels/cpu/avx512_common.h"
 #include "kernels/cpu/paged_attention_avx512.h"
+#include "kernels/quant.h"
 
 namespace kvc::KVC_AVX512_NS {
 namespace {
@@ -310,6 +311,90 @@ inline __m512 tree_reduce16(const __m512* a) {
                        _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+// Per 16-lane int32 vector of partial dots (lanes 0-7: one block's 8 four-byte groups, lanes
+// 8-15: the next block's) for 16 slots -> the two blocks' exact sums, slots in order.
+inline void tree_reduce16_i32(const __m512i* a, __m512i* first, __m512i* second) {
+  __m512i t[8], u[4], w[2];
+  for (int i = 0; i < 8; ++i) {
+    t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]),
+                            _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
+                            _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+  }
+  for (int i = 0; i < 2; ++i) {
+    w[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  *first = _mm512_shuffle_i32x4(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0));
+  *second = _mm512_shuffle_i32x4(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+// Pass 1 on a q8_0 cache: int8 dot products (x86_tile_helpers.h), two blocks per vector.
+void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
+                        const GroupQueries& queries, float scale, int32_t begin, int32_t end,
+                        float* p, float* max) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int32_t d = pool.head_dim, nb = d / 32, n = end - begin, group = queries.group;
+  // Per head and pair of blocks: |qq| and where qq < 0 (the sign moves onto K: dot_u8_i8).
+  constexpr int32_t kMaxPairs = kMaxHeadDim / 64;
+  const QuantizedQueries& query = quantized_queries_q8_0(queries.q, group, d);
+  const auto& dq = query.dq;
+  __m512i q_abs[kMaxDecodeGroup][kMaxPairs];
+  __mmask64 q_neg[kMaxDecodeGroup][kMaxPairs];
+  for (int32_t g = 0; g < group; ++g) {
+    for (int32_t pair = 0; 2 * pair < nb; ++pair) {  // an odd block count meets the padding
+      const __m512i v = _mm512_load_si512(query.qs[g] + 64 * pair);
+      q_abs[g][pair] = _mm512_abs_epi8(v);
+      q_neg[g][pair] = _mm512_movepi8_mask(v);
+    }
+  }
+  const __m512i qpos16 = _mm512_set1_epi32(queries.positions[0]);
+  const __m512 scale16 = _mm512_set1_ps(scale);
+  const __m512 neg_inf16 = _mm512_set1_ps(kNegInf);
+  __m512 max16[kMaxDecodeGroup];
+  for (int32_t g = 0; g < group; ++g) max16[g] = neg_inf16;
+  // Rows of 64 bytes per pair of blocks; an odd block count leaves a zero half at the end.
+  alignas(64) int8_t kq[kDecodeChunk * (kMaxHeadDim + 32)] = {};
+  alignas(64) uint16_t kd[(kMaxHeadDim / 32) * kDecodeChunk];
+  alignas(64) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  const int32_t stride = 64 * ((nb + 1) / 2);  // bytes per slot in kq
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    gather_q8_0_rows(pool, slot, nc, kq, stride, kd);
+    const __mmask16 hidden = _mm512_cmpgt_epi32_mask(_mm512_load_si512(kpos), qpos16);
+    const __mmask16 valid = static_cast<__mmask16>((1u << nc) - 1u);
+    for (int32_t g = 0; g < group; ++g) {
+      __m512 f = _mm512_setzero_ps();
+      for (int32_t pair = 0; 2 * pair < nb; ++pair) {
+        __m512i a[kDecodeChunk];
+        for (int k = 0; k < kDecodeChunk; ++k) {
+          const __m512i y = _mm512_load_si512(kq + k * stride + 64 * pair);
+          a[k] = simd::dot_u8_i8(q_abs[g][pair],
+                                 _mm512_mask_sub_epi8(y, q_neg[g][pair], _mm512_setzero_si512(), y));
+        }
+        __m512i isum[2];
+        tree_reduce16_i32(a, &isum[0], &isum[1]);
+        for (int32_t h = 0; h < 2 && 2 * pair + h < nb; ++h) {
+          const int32_t b = 2 * pair + h;
+          const __m512 x = _mm512_cvtepi32_ps(isum[h]);
+          const __m512 w = _mm512_mul_ps(_mm512_cvtph_ps(simd::load_256(kd + b * kDecodeChunk)),
+                                         _mm512_set1_ps(dq[g][b]));
+          f = b == 0 ? _mm512_mul_ps(x, w) : _mm512_fmadd_ps(x, w, f);
+        }
+      }
+      const __m512 s = _mm512_mask_blend_ps(hidden, _mm512_mul_ps(f, scale16), neg_inf16);
+      store_first(p + static_cast<int64_t>(g) * n + c0, s, nc);
+      max16[g] = _mm512_mask_max_ps(max16[g], valid, max16[g], s);
+    }
+  }
+  for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max16[g]);
+}
+
 // Pass 1: scaled scores of row slots [begin, end) into p[g * n + j] (-inf when hidden);
 // returns the largest per head in max[g].
 void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
@@ -440,7 +525,14 @@ bool paged_attention_decode_supported(const PagedKvPool& pool, int32_t group) {
 void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
                             const GroupQueries& queries, float scale, int32_t begin, int32_t end,
                             float* acc, float* max, float* sum, float* scratch) {
-  decode_scores(pool, row, queries, scale, begin, end, scratch, max);
+  // The first rows of each pass are fetched at once; the passes fetch ahead of themselves.
+  prefetch_row_slots(pool, row, pool.k, begin, kPrefetchAhead, end);
+  if (pool.storage == KvStorageType::kQ8_0) {
+    decode_scores_q8_0(pool, row, queries, scale, begin, end, scratch, max);
+  } else {
+    decode_scores(pool, row, queries, scale, begin, end, scratch, max);
+  }
+  prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
   decode_exps(queries.group, end - begin, max, scratch, sum);
   with_decode_group(queries.group, [&]<int G>() {
     decode_values_for<G>(pool, row, begin, end, scratch, acc);

@@ -1,7 +1,7 @@
-// Scalar bookkeeping shared by the x86 query-tiled attention kernels (paged_attention_avx2.cpp,
+// Scalar bookkeeping shared by the x86 attention kernels (paged_attention_avx2.cpp,
 // paged_attention_avx512.cpp). Like x86_shared_helpers.h it has no include guard, opens no
 // namespace and includes nothing: each kernel source includes it INSIDE its own namespace,
-// after kernels/paged_attention.h, so every instruction set keeps its own copies of these
+// after kernels/paged_attention.h and kernels/quant.h, so every instruction set keeps its own copies of these
 // inline functions and the linker can never hand an AVX-512 copy to AVX2 code.
 
 // The largest position among the tile's queries.
@@ -60,6 +60,72 @@ inline void for_each_query_tile(const GroupQueries& queries, int32_t tile_tokens
 constexpr int32_t kDecodeChunk = 16;     // slots per step: one 16-lane vector of scores
 constexpr int32_t kMaxDecodeGroup = 8;   // larger groups: the reference
 constexpr int32_t kPrefetchAhead = 128;   // slots between a row's prefetch and its use
+
+// On a q8_0 cache the scores are int8 dot products instead (both builds, same bits):
+//   the query of each head is quantized as the cache stores K (ggml's block_q8_0 per 32 values,
+//   by the reference quantizer, so every build gets the same bytes): quants qq_b, scales dq_b;
+//   isum_jb  = the exact int32 dot of qq_b and k_j's quants of block b;
+//   score_j  = scale * f_j, f_j = the FMA chain over blocks b = 0 .. d/32 - 1 of
+//              float(isum_jb) * (dk_jb * dq_b), the first product a plain multiply.
+constexpr int32_t kQ8BlockBytes = 34;  // fp16 scale + 32 int8 quants
+
+// qs [d] the quants and dq [d / 32] the scales (as floats) of one head's query q [d].
+inline void quantize_query_q8_0(const float* q, int32_t d, int8_t* qs, float* dq) {
+  uint8_t blocks[kQ8BlockBytes * 8];  // d <= 256
+  ::kvc::reference::quantize_row_for_dot(TensorType::Q8_0, q, blocks, d);
+  for (int32_t b = 0; b < d / 32; ++b) {
+    uint16_t h;
+    std::memcpy(&h, blocks + kQ8BlockBytes * b, sizeof(h));
+    dq[b] = simd::half_to_float(h);
+    std::memcpy(qs + 32 * b, blocks + kQ8BlockBytes * b + 2, 32);
+  }
+}
+
+// Every head's query of one decode call quantized (quantize_query_q8_0), kept per thread: the
+// parts of one split row come with the same query, and the same floats always give the same
+// quants, so reusing them is exact.
+struct QuantizedQueries {
+  int32_t floats = 0;                                   // group * d of the kept query; 0: none
+  alignas(64) float q[kMaxDecodeGroup * 256];           // the query the quants are of
+  alignas(64) int8_t qs[kMaxDecodeGroup][256 + 64];     // per head, rows 64-byte aligned
+  float dq[kMaxDecodeGroup][256 / 32];
+};
+
+inline const QuantizedQueries& quantized_queries_q8_0(const float* q, int32_t group, int32_t d) {
+  thread_local QuantizedQueries kept;
+  const int32_t floats = group * d;
+  if (kept.floats != floats ||
+      std::memcmp(kept.q, q, sizeof(float) * static_cast<size_t>(floats)) != 0) {
+    std::memcpy(kept.q, q, sizeof(float) * static_cast<size_t>(floats));
+    for (int32_t g = 0; g < group; ++g) {
+      quantize_query_q8_0(q + static_cast<int64_t>(g) * d, d, kept.qs[g], kept.dq[g]);
+      std::memset(kept.qs[g] + d, 0, 32);
+    }
+    kept.floats = floats;
+  }
+  return kept;
+}
+
+// The quants (kq: kDecodeChunk rows of kq_stride >= d bytes) and scales (kd [d / 32,
+// kDecodeChunk]) of the chunk's nc q8_0 K rows; rows j >= nc are zero (hidden lanes) and never
+// read from the pool. Bytes d .. kq_stride of a row are left as they are.
+inline void gather_q8_0_rows(const PagedKvPool& pool, const int64_t* slot, int32_t nc,
+                             int8_t* kq, int32_t kq_stride, uint16_t* kd) {
+  const int32_t d = pool.head_dim, nb = d / 32;
+  for (int32_t j = 0; j < kDecodeChunk; ++j) {
+    const uint8_t* row =
+        static_cast<const uint8_t*>(pool.k) + (j < nc ? slot[j] : 0) * pool.row_bytes;
+    for (int32_t b = 0; b < nb; ++b) {
+      if (j < nc) {
+        std::memcpy(kq + j * kq_stride + 32 * b, row + kQ8BlockBytes * b + 2, 32);
+        std::memcpy(kd + b * kDecodeChunk + j, row + kQ8BlockBytes * b, sizeof(uint16_t));
+      } else {
+        std::memset(kq + j * kq_stride + 32 * b, 0, 32);
+        kd[b * kDecodeChunk + j] = 0;
+      }
+    }
+  }
+}
 
 // f.template operator()<G>() with G = group, 1 .. kMaxDecodeGroup (callers checked the group).
 template <typename F>
