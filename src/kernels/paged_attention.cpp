@@ -55,7 +55,8 @@ GroupQueries quantized_queries(const PagedKvPool& pool, const GroupQueries& quer
   const int32_t d = pool.head_dim;
   const int64_t per_token = static_cast<int64_t>(queries.group) * d;
   buf.resize(static_cast<size_t>(queries.n_query * per_token));
-  std::vector<uint8_t> blocks(static_cast<size_t>(kv_row_bytes(KvStorageType::kQ8_0, d)));
+  thread_local std::vector<uint8_t> blocks;  // one head's query as q8_0 blocks
+  blocks.resize(static_cast<size_t>(kv_row_bytes(KvStorageType::kQ8_0, d)));
   for (int32_t t = 0; t < queries.n_query; ++t) {
     for (int32_t g = 0; g < queries.group; ++g) {
       const float* src = queries.q + t * queries.q_stride + static_cast<int64_t>(g) * d;
@@ -83,31 +84,35 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
     return;
   }
   const int32_t n = row.length, group = queries.group, d = pool.head_dim;
-  std::vector<float> max(static_cast<size_t>(group)), sum(max.size());
+  constexpr int32_t kMaxKernelGroup = 16;  // the decode kernels take groups up to 8
+  KVC_ASSERT(group <= kMaxKernelGroup);
+  float max[kMaxKernelGroup], sum[kMaxKernelGroup];
   for (int32_t t = 0; t < queries.n_query; ++t) {
     GroupQueries one = queries;
     one.q = queries.q + t * queries.q_stride;
     one.positions = queries.positions + t;
     one.n_query = 1;
     float* o = out + t * out_stride;  // [group, d]: the kernel's unnormalized acc, in place
-    kernel(pool, row, one, scale, 0, n, o, max.data(), sum.data(), scratch);
+    kernel(pool, row, one, scale, 0, n, o, max, sum, scratch);
     for (int32_t g = 0; g < group; ++g) {
-      const float inv = sum[static_cast<size_t>(g)] > 0.0f ? 1.0f / sum[static_cast<size_t>(g)]
-                                                           : 0.0f;
+      const float inv = sum[g] > 0.0f ? 1.0f / sum[g] : 0.0f;
       for (int32_t i = 0; i < d; ++i) o[static_cast<int64_t>(g) * d + i] *= inv;
       float* p = scratch + static_cast<int64_t>(g) * n;  // e^(s - max) -> probabilities
       for (int32_t j = 0; j < n; ++j) p[j] *= inv;
     }
     if (accumulation == MetricAccumulation::kNone || pool.metric == nullptr) continue;
-    for (int32_t j = 0; j < n; ++j) {
-      const int64_t slot = static_cast<int64_t>(row.block_table[j / pool.block_size]) *
-                               pool.block_size + j % pool.block_size;
-      float add = 0.0f;
-      for (int32_t g = 0; g < group; ++g) {
-        const float p = scratch[static_cast<int64_t>(g) * n + j];
-        add += accumulation == MetricAccumulation::kSquared ? p * p : p;
+    for (int32_t j0 = 0; j0 < n; j0 += pool.block_size) {  // one block at a time
+      float* metric = pool.metric + static_cast<int64_t>(row.block_table[j0 / pool.block_size]) *
+                                        pool.block_size;
+      const int32_t count = std::min(pool.block_size, n - j0);
+      for (int32_t i = 0; i < count; ++i) {
+        float add = 0.0f;
+        for (int32_t g = 0; g < group; ++g) {
+          const float p = scratch[static_cast<int64_t>(g) * n + j0 + i];
+          add += accumulation == MetricAccumulation::kSquared ? p * p : p;
+        }
+        metric[i] += add;
       }
-      pool.metric[slot] += add;
     }
   }
 }

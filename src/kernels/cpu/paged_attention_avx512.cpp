@@ -355,12 +355,16 @@ void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
   const __m512 neg_inf16 = _mm512_set1_ps(kNegInf);
   __m512 max16[kMaxDecodeGroup];
   for (int32_t g = 0; g < group; ++g) max16[g] = neg_inf16;
-  // Rows of 64 bytes per pair of blocks; an odd block count leaves a zero half at the end.
-  alignas(64) int8_t kq[kDecodeChunk * (kMaxHeadDim + 32)] = {};
+  // Rows of 64 bytes per pair of blocks; an odd block count leaves a zero half at the end of
+  // each row (zeroed once: the gather never writes it).
+  alignas(64) int8_t kq[kDecodeChunk * (kMaxHeadDim + 32)];
   alignas(64) uint16_t kd[(kMaxHeadDim / 32) * kDecodeChunk];
   alignas(64) int32_t kpos[kDecodeChunk];
   int64_t slot[kDecodeChunk];
   const int32_t stride = 64 * ((nb + 1) / 2);  // bytes per slot in kq
+  if (nb % 2 != 0) {
+    for (int32_t j = 0; j < kDecodeChunk; ++j) std::memset(kq + j * stride + d, 0, 32);
+  }
   for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
     const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
     prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);

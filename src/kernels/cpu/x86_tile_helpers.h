@@ -1,8 +1,8 @@
 // Scalar bookkeeping shared by the x86 attention kernels (paged_attention_avx2.cpp,
 // paged_attention_avx512.cpp). Like x86_shared_helpers.h it has no include guard, opens no
 // namespace and includes nothing: each kernel source includes it INSIDE its own namespace,
-// after kernels/paged_attention.h and kernels/quant.h, so every instruction set keeps its own copies of these
-// inline functions and the linker can never hand an AVX-512 copy to AVX2 code.
+// after kernels/paged_attention.h and kernels/quant.h, so every instruction set keeps its own
+// copies of these inline functions and the linker can never hand an AVX-512 copy to AVX2 code.
 
 // The largest position among the tile's queries.
 inline int32_t tile_max_position(const GroupQueries& queries) {
@@ -113,16 +113,15 @@ inline void gather_q8_0_rows(const PagedKvPool& pool, const int64_t* slot, int32
                              int8_t* kq, int32_t kq_stride, uint16_t* kd) {
   const int32_t d = pool.head_dim, nb = d / 32;
   for (int32_t j = 0; j < kDecodeChunk; ++j) {
-    const uint8_t* row =
-        static_cast<const uint8_t*>(pool.k) + (j < nc ? slot[j] : 0) * pool.row_bytes;
+    if (j >= nc) {
+      std::memset(kq + j * kq_stride, 0, static_cast<size_t>(d));
+      for (int32_t b = 0; b < nb; ++b) kd[b * kDecodeChunk + j] = 0;
+      continue;
+    }
+    const uint8_t* row = static_cast<const uint8_t*>(pool.k) + slot[j] * pool.row_bytes;
     for (int32_t b = 0; b < nb; ++b) {
-      if (j < nc) {
-        std::memcpy(kq + j * kq_stride + 32 * b, row + kQ8BlockBytes * b + 2, 32);
-        std::memcpy(kd + b * kDecodeChunk + j, row + kQ8BlockBytes * b, sizeof(uint16_t));
-      } else {
-        std::memset(kq + j * kq_stride + 32 * b, 0, 32);
-        kd[b * kDecodeChunk + j] = 0;
-      }
+      std::memcpy(kq + j * kq_stride + 32 * b, row + kQ8BlockBytes * b + 2, 32);
+      std::memcpy(kd + b * kDecodeChunk + j, row + kQ8BlockBytes * b, sizeof(uint16_t));
     }
   }
 }
