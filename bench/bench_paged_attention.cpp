@@ -17,6 +17,9 @@
 //                          512-token chunked prefill fills them (every row's blocks interleaved
 //                          with the others'), one query per row, rows spread over T threads
 //                          (paged_attention; what bandwidth the kernel reaches from DRAM)
+//   read_stream/threads:T  512 MiB read on T threads (copied 32 KiB at a time into a buffer
+//                          that stays in L1): the DRAM read bandwidth to set the
+//                          decode_8K_model rows against
 //   decode_8K_model/.../parts
 //                          the same step as the engine runs it: layer by layer, each row in
 //                          parts of 512 slots on any thread (paged_attention_part), merged
@@ -33,6 +36,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -236,6 +240,32 @@ void BM_ModelDecode(benchmark::State& state, KernelIsa isa, KvStorageType storag
   limit_kernel_isa(kBestKernelIsa);
   state.SetBytesProcessed(state.iterations() * f.kv_bytes);
 }
+
+void BM_ReadStream(benchmark::State& state) {
+  const auto threads = static_cast<int32_t>(state.range(0));
+  constexpr size_t kChunkBytes = size_t{32} << 10;  // stays in L1: only the reads go to DRAM
+  static const std::vector<uint8_t> data(size_t{512} << 20, 1);
+  const auto n_chunks = static_cast<int64_t>(data.size() / kChunkBytes);
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    {
+      alignas(64) static thread_local uint8_t sink[kChunkBytes];
+#pragma omp for
+      for (int64_t c = 0; c < n_chunks; ++c) {  // libc's memcpy: the widest loads the CPU has
+        std::memcpy(sink, data.data() + static_cast<size_t>(c) * kChunkBytes, kChunkBytes);
+      }
+      benchmark::DoNotOptimize(sink);
+    }
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(data.size()));
+}
+BENCHMARK(BM_ReadStream)
+    ->Name("read_stream")
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // Every case on every kernel set up to the CPU's best.
 const bool kRegistered = [] {
