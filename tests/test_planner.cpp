@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <set>
 #include <tuple>
@@ -217,6 +218,45 @@ TEST(Planner, RowsWithDifferentMetricsKeepDifferentLengthsWithinTheBudget) {
   for (int32_t r = 1; r < rows; ++r) EXPECT_LT(lengths[r - 1], lengths[r]) << "row " << r;
   EXPECT_EQ(lengths[0], 16);  // one block: the protected window plus the lowest-key leftovers
   EXPECT_GE(lengths[0], 8);   // the protected window survives in every row
+}
+
+TEST(Planner, HeadFloorKeepsEachRowsTopKvsInsideTheGlobalOrder) {
+  // The rows of RowsWithDifferentMetricsKeepDifferentLengthsWithinTheBudget: without a floor row 0 keeps one block. With
+  // head_floor 0.5 (of the mean C = 128) every row first keeps its 64 best KVs, so row 0 keeps
+  // exactly those 64 plus what the global order gives it; the total stays the budget.
+  const int32_t bs = 16, n = 256, rows = 4;
+  PagedKvCache cache(config(2, 2, bs, 128));
+  const SequenceId seq = cache.add_sequence();
+  std::mt19937 rng(7);
+  std::vector<std::vector<float>> metrics;
+  for (int32_t r = 0; r < rows; ++r) {
+    std::uniform_real_distribution<float> u(0.0f, static_cast<float>(r + 1));
+    std::vector<float>& m = metrics.emplace_back(n);
+    for (float& x : m) x = u(rng);
+    append_row(cache, seq, r / 2, r % 2, iota_positions(n), m);
+  }
+  const int64_t target = 128 * rows / bs;
+  PlannerOptions floored;
+  floored.head_floor = 0.5;
+  compact(cache, plan_kvcompress_eviction(cache, seq, target, floored));
+  EXPECT_EQ(cache.owned_blocks(seq), target);
+  for (int32_t r = 0; r < rows; ++r) {
+    const HeadRow& row = cache.row(seq, r / 2, r % 2);
+    EXPECT_GE(row.length, 64) << "row " << r;
+    // The 64 best (unprotected) metrics of the row, by position, are all still held.
+    std::vector<int32_t> by_metric(n - 8);  // positions 248..255 are the protected window
+    std::iota(by_metric.begin(), by_metric.end(), 0);
+    std::sort(by_metric.begin(), by_metric.end(),
+              [&](int32_t a, int32_t b) { return metrics[r][a] > metrics[r][b]; });
+    std::set<int32_t> kept;
+    for (int32_t s = 0; s < row.length; ++s)
+      kept.insert(cache.pool().positions()[slot_of(cache, seq, r / 2, r % 2, s)]);
+    for (int32_t i = 0; i < 64 - 8; ++i) EXPECT_TRUE(kept.count(by_metric[i])) << r << " " << i;
+  }
+  EXPECT_EQ(cache.row(seq, 0, 0).length, 64);  // floor only: it had a single block without
+  PlannerOptions bad;
+  bad.head_floor = 1.5;
+  EXPECT_THROW(plan_kvcompress_eviction(cache, seq, target, bad), Error);
 }
 
 // ---- Randomized property test -------------------------------------------------------------

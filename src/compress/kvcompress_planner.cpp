@@ -90,6 +90,9 @@ void for_each_slot(const HeadRow& row, int32_t bs, Fn&& fn) {
 void validate_planner_options(const PlannerOptions& o) {
   if (o.protected_window < 0) fail("protected window must be >= 0, got {}", o.protected_window);
   if (o.sink_tokens < 0) fail("sink tokens must be >= 0, got {}", o.sink_tokens);
+  if (!(o.head_floor >= 0.0 && o.head_floor <= 1.0)) {
+    fail("head floor must be in [0, 1], got {}", o.head_floor);
+  }
 }
 
 EvictionPlan plan_kvcompress_eviction(const PagedKvCache& cache, SequenceId seq,
@@ -130,6 +133,11 @@ EvictionPlan plan_kvcompress_eviction(const PagedKvCache& cache, SequenceId seq,
                   [&](int32_t, int64_t p) { max_position = std::max(max_position, positions[p]); });
   }
   const int64_t protect_from = int64_t{max_position} - options.protected_window + 1;
+  // The floor: each row's top floor_kvs sorted entries are never part of a candidate.
+  const auto floor_kvs = static_cast<int32_t>(std::min<double>(
+      std::floor(options.head_floor * static_cast<double>(std::max<int64_t>(0, target_blocks)) *
+                 bs / n_rows),
+      max_length));
 
   // Per row: sort (metric, slot), then emit its finite-key candidates into its region.
   auto sorted = std::make_unique_for_overwrite<uint64_t[]>(static_cast<size_t>(kv_offset.back()));
@@ -153,7 +161,7 @@ EvictionPlan plan_kvcompress_eviction(const PagedKvCache& cache, SequenceId seq,
       radix_sort_by_key(keys, tmp.data(), static_cast<size_t>(n));
       Candidate* out = by_row.get() + block_offset[r];
       int32_t c = 0;
-      for (int32_t end = hanging_kvs(n, bs); end <= n; ++c, end += bs) {
+      for (int32_t end = hanging_kvs(n, bs); end <= n - floor_kvs; ++c, end += bs) {
         const auto key = static_cast<uint32_t>(keys[end - 1] >> 32);
         if (key == kNeverEvict) break;  // keys rise along the row: the rest are +inf too
         out[c] = Candidate{key, r, c};

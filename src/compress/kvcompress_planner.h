@@ -50,6 +50,10 @@ namespace kvc {
 struct PlannerOptions {
   int32_t protected_window = 8;  // most recent positions never evicted (>= 0)
   int32_t sink_tokens = 0;       // first positions never evicted (>= 0)
+  // Per-row floor inside the global order, as a share of the mean row budget
+  // (target_blocks * bs / rows): each row's top floor(head_floor * mean) KVs by metric are
+  // never evicted. 0: the paper's rule. In [0, 1].
+  double head_floor = 0.0;
 };
 
 // Throws kvc::Error for negative options (they come from the CLI / requests).

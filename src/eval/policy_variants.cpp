@@ -18,6 +18,8 @@ constexpr VariantName kAblations[] = {
     {"kvcompress-w32", "KV-Compress observing with the last 32 prompt queries instead of 8"},
     {"kvcompress-full", "KV-Compress with full observation (every query, KVs >= 10 older)"},
     {"kvcompress-words", "KV-Compress scoring each whitespace-delimited word by its best token"},
+    {"kvcompress-words-floor",
+     "kvcompress-words where every head first keeps its top 0.2 x C KVs (Ada-KV's safeguard)"},
 };
 
 }  // namespace
@@ -72,7 +74,8 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   if (name == "kvcompress-l1") v.config.metric = MetricAccumulation::kAbsolute;
   if (name == "kvcompress-w32") v.config.observation_window = 32;
   if (name == "kvcompress-full") v.config.full_observation = true;
-  if (name == "kvcompress-words") v.config.word_spans = true;
+  if (name == "kvcompress-words" || name == "kvcompress-words-floor") v.config.word_spans = true;
+  if (name == "kvcompress-words-floor") v.config.planner.head_floor = 0.2;
   apply_policy_defaults(v.config);
   v.config.compress_chunk = chunk;
   v.config.chunk_budget_factor = factor;
