@@ -359,7 +359,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "Seed of the generated tasks")->capture_default_str();
   cmd->add_option("--policies", o->policies,
                   "Policies to compare with the full cache, comma-separated; also the "
-                  "KV-Compress ablations kvcompress-l1, kvcompress-w32, kvcompress-full")
+                  "KV-Compress ablations kvcompress-l1, kvcompress-w32, kvcompress-full, "
+                  "kvcompress-words (= auto), kvcompress-words-floor (+ a 0.2 x C floor per head)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--budgets", o->budgets,

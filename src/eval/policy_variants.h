@@ -20,6 +20,8 @@ struct PolicyVariant {
 //   kvcompress-l1    L1 metric instead of L2 (squared attention)
 //   kvcompress-w32   observation window of 32 queries instead of 8
 //   kvcompress-full  full observation (every query observes KVs >= observation_buffer older)
+//   kvcompress-words word spans (the setting `auto` runs)
+//   kvcompress-words-floor  word spans and a per-head floor of 0.2 x C inside the global order
 // and any compressing name with the suffix ':chunkN' (e.g. auto:chunk512): the same setting
 // compressing during prefill every N prompt tokens (its own prefill, not the shared one).
 // `base` carries the shared options (protected window, sinks, seeds, ...). Throws kvc::Error
