@@ -163,21 +163,22 @@ TEST_P(GoldenQwen2Test, LogitsAndGreedyTokensMatchLlamaCpp) {
 }
 
 // Measures the noise floor the tolerance above is judged against: how far our own engine moves
-// when only the summation order (scalar vs AVX2 kernels) or the KV storage (f16 vs f32) changes.
-// Slow (scalar kernels); run with --gtest_also_run_disabled_tests.
+// when only the summation order (scalar vs this CPU's SIMD kernel set) or the KV storage (f16
+// vs f32) changes. Slow (scalar kernels); run with --gtest_also_run_disabled_tests.
 TEST_P(GoldenQwen2Test, DISABLED_NoiseFloor) {
+  const char* simd = kernel_isa_name(active_kernel_isa());
   for (const auto& c : (*golden_)["cases"]) {
-    const std::vector<float> avx2 = final_logits(c, KvStorageType::kF16);
+    const std::vector<float> fast = final_logits(c, KvStorageType::kF16);
     const std::vector<float> f32kv = final_logits(c, KvStorageType::kF32);
     force_scalar_kernels(true);
     const std::vector<float> scalar = final_logits(c, KvStorageType::kF16);
     force_scalar_kernels(false);
-    std::vector<float> reference(avx2.size(), 0.0f);
+    std::vector<float> reference(fast.size(), 0.0f);
     for (const auto& t : c["final_top"]) reference[t["id"].get<size_t>()] = t["logit"].get<float>();
-    std::printf("[noise-qwen2] %-6s max|dlogit| over top-64: scalar-vs-avx2 %.4f  f32kv-vs-f16kv "
-                "%.4f  avx2-vs-llama.cpp %.4f  scalar-vs-llama.cpp %.4f\n",
-                c["name"].get<std::string>().c_str(), max_top_diff(c, scalar, avx2),
-                max_top_diff(c, f32kv, avx2), max_top_diff(c, avx2, reference),
+    std::printf("[noise-qwen2] %-6s max|dlogit| over top-64: scalar-vs-%s %.4f  f32kv-vs-f16kv "
+                "%.4f  %s-vs-llama.cpp %.4f  scalar-vs-llama.cpp %.4f\n",
+                c["name"].get<std::string>().c_str(), simd, max_top_diff(c, scalar, fast),
+                max_top_diff(c, f32kv, fast), simd, max_top_diff(c, fast, reference),
                 max_top_diff(c, scalar, reference));
   }
 }
