@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # Not GGML_NATIVE=ON: on a CPU with AMX, -march=native turns on llama.cpp's AMX matmuls, which
 # die with SIGILL (exit 132) at their first tileloadd (llama.cpp PR #26954; see
 # scripts/bench_vs_llamacpp.sh). Name the instruction sets from /proc/cpuinfo instead.
-flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF"
+flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+flags+=" -DLLAVA_BUILD=OFF"
 if grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
   flags+=" -DGGML_AVX512=ON"
   if grep -qw avx512_vnni /proc/cpuinfo; then flags+=" -DGGML_AVX512_VNNI=ON"; fi

@@ -189,6 +189,21 @@ TEST(Planner, SinkTokensAreKept) {
   }
 }
 
+// 2 x 2 rows of n KVs (positions 0..n-1); row r's metrics are uniform in [0, r + 1), seed 7.
+// Returns the metrics, [row][position].
+std::vector<std::vector<float>> append_rising_metric_rows(PagedKvCache& cache, SequenceId seq,
+                                                          int32_t n) {
+  std::mt19937 rng(7);
+  std::vector<std::vector<float>> metrics;
+  for (int32_t r = 0; r < 4; ++r) {
+    std::uniform_real_distribution<float> u(0.0f, static_cast<float>(r + 1));
+    std::vector<float>& m = metrics.emplace_back(n);
+    for (float& x : m) x = u(rng);
+    append_row(cache, seq, r / 2, r % 2, iota_positions(n), m);
+  }
+  return metrics;
+}
+
 TEST(Planner, RowsWithDifferentMetricsKeepDifferentLengthsWithinTheBudget) {
   // 2 x 2 rows of 256 KVs, bs 16; row r's metrics are uniform in [0, r + 1): the low-metric
   // rows lose the most. Budget C = 128 KVs per row on average: a global metric threshold t
@@ -197,13 +212,7 @@ TEST(Planner, RowsWithDifferentMetricsKeepDifferentLengthsWithinTheBudget) {
   const int32_t bs = 16, n = 256, rows = 4;
   PagedKvCache cache(config(2, 2, bs, 128));
   const SequenceId seq = cache.add_sequence();
-  std::mt19937 rng(7);
-  for (int32_t r = 0; r < rows; ++r) {
-    std::uniform_real_distribution<float> u(0.0f, static_cast<float>(r + 1));
-    std::vector<float> m(n);
-    for (float& x : m) x = u(rng);
-    append_row(cache, seq, r / 2, r % 2, iota_positions(n), m);
-  }
+  append_rising_metric_rows(cache, seq, n);
   const CacheBudget budget{CacheBudget::kMaxCacheTokens, 128.0};
   const int64_t target = target_blocks(budget, n, cache, seq);
   EXPECT_EQ(target, 128 * rows / bs);
@@ -221,20 +230,14 @@ TEST(Planner, RowsWithDifferentMetricsKeepDifferentLengthsWithinTheBudget) {
 }
 
 TEST(Planner, HeadFloorKeepsEachRowsTopKvsInsideTheGlobalOrder) {
-  // The rows of RowsWithDifferentMetricsKeepDifferentLengthsWithinTheBudget: without a floor row 0 keeps one block. With
-  // head_floor 0.5 (of the mean C = 128) every row first keeps its 64 best KVs, so row 0 keeps
-  // exactly those 64 plus what the global order gives it; the total stays the budget.
+  // The rows of RowsWithDifferentMetricsKeepDifferentLengthsWithinTheBudget: without a floor,
+  // row 0 keeps one block. With head_floor 0.5 (of the mean C = 128) every row first keeps its
+  // 64 best KVs, so row 0 keeps exactly those 64 plus what the global order gives it; the
+  // total stays the budget.
   const int32_t bs = 16, n = 256, rows = 4;
   PagedKvCache cache(config(2, 2, bs, 128));
   const SequenceId seq = cache.add_sequence();
-  std::mt19937 rng(7);
-  std::vector<std::vector<float>> metrics;
-  for (int32_t r = 0; r < rows; ++r) {
-    std::uniform_real_distribution<float> u(0.0f, static_cast<float>(r + 1));
-    std::vector<float>& m = metrics.emplace_back(n);
-    for (float& x : m) x = u(rng);
-    append_row(cache, seq, r / 2, r % 2, iota_positions(n), m);
-  }
+  const std::vector<std::vector<float>> metrics = append_rising_metric_rows(cache, seq, n);
   const int64_t target = 128 * rows / bs;
   PlannerOptions floored;
   floored.head_floor = 0.5;

@@ -74,7 +74,7 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   if (name == "kvcompress-l1") v.config.metric = MetricAccumulation::kAbsolute;
   if (name == "kvcompress-w32") v.config.observation_window = 32;
   if (name == "kvcompress-full") v.config.full_observation = true;
-  if (name == "kvcompress-words" || name == "kvcompress-words-floor") v.config.word_spans = true;
+  if (name.starts_with("kvcompress-words")) v.config.word_spans = true;
   if (name == "kvcompress-words-floor") v.config.planner.head_floor = 0.2;
   apply_policy_defaults(v.config);
   v.config.compress_chunk = chunk;
