@@ -26,14 +26,27 @@ using simd::hsum_ps;
 using simd::transpose8;
 
 // Values [i, i + 8) of the K (or V) row of physical slot `slot`, as floats.
+inline const uint8_t* slot_row(const PagedKvPool& pool, const void* base, int64_t slot) {
+  return static_cast<const uint8_t*>(base) + slot * pool.row_bytes;
+}
+template <KvStorageType S>
+inline __m256 load8_as(const uint8_t* row, int32_t i) {
+  if constexpr (S == KvStorageType::kF16) {
+    return simd::load_kv_f16_8(row, i);
+  } else if constexpr (S == KvStorageType::kF32) {
+    return simd::load_kv_f32_8(row, i);
+  } else {
+    return simd::load_kv_q8_0_8(row, i);
+  }
+}
 inline __m256 load8(const PagedKvPool& pool, const void* base, int64_t slot, int32_t i) {
-  const uint8_t* row = static_cast<const uint8_t*>(base) + slot * pool.row_bytes;
+  const uint8_t* row = slot_row(pool, base, slot);
   switch (pool.storage) {
-    case KvStorageType::kF16: return simd::load_kv_f16_8(row, i);
-    case KvStorageType::kF32: return simd::load_kv_f32_8(row, i);
+    case KvStorageType::kF16: return load8_as<KvStorageType::kF16>(row, i);
+    case KvStorageType::kF32: return load8_as<KvStorageType::kF32>(row, i);
     case KvStorageType::kQ8_0: break;
   }
-  return simd::load_kv_q8_0_8(row, i);
+  return load8_as<KvStorageType::kQ8_0>(row, i);
 }
 
 constexpr int kMaxGroup = 16;
@@ -135,13 +148,15 @@ constexpr int32_t kMaxDecodeHeadDim = 256;  // bounds the chunk buffer
 
 // The K rows of the chunk's nc slots as floats: buf [kDecodeChunk, d]; rows j >= nc are zero
 // (their lanes are masked; they are never read from the pool).
+template <KvStorageType S>
 inline void convert_rows(const PagedKvPool& pool, const int64_t* slot, int32_t nc, float* buf) {
   const int32_t d = pool.head_dim;
-  for (int32_t j = 0; j < kDecodeChunk; ++j) {
-    for (int32_t i = 0; i < d; i += 8) {
-      _mm256_store_ps(buf + j * d + i,
-                      j < nc ? load8(pool, pool.k, slot[j], i) : _mm256_setzero_ps());
-    }
+  for (int32_t j = 0; j < nc; ++j) {
+    const uint8_t* row = slot_row(pool, pool.k, slot[j]);
+    for (int32_t i = 0; i < d; i += 8) _mm256_store_ps(buf + j * d + i, load8_as<S>(row, i));
+  }
+  for (int32_t j = nc; j < kDecodeChunk; ++j) {
+    for (int32_t i = 0; i < d; i += 8) _mm256_store_ps(buf + j * d + i, _mm256_setzero_ps());
   }
 }
 
@@ -231,6 +246,7 @@ void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
 
 // Pass 1: scaled scores of row slots [begin, end) into p[g * n + j] (-inf when hidden);
 // returns the largest per head in max[g].
+template <KvStorageType S>
 void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                    float scale, int32_t begin, int32_t end, float* p, float* max) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -247,7 +263,7 @@ void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const Group
     const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
     prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
     resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
-    convert_rows(pool, slot, nc, kbuf);
+    convert_rows<S>(pool, slot, nc, kbuf);
     for (int32_t half = 0; half < kDecodeChunk && half < nc; half += 8) {
       const __m256 hidden = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
           _mm256_load_si256(reinterpret_cast<const __m256i*>(kpos + half)), qpos8));
@@ -314,54 +330,66 @@ void decode_exps(int32_t group, int32_t n, const float* max, float* p, float* su
   }
 }
 
-// Pass 3: acc[g * d + i] = the chain over slots of e_gj * v_j[i], S 8-column vectors at a
-// time per head (G * S accumulators stay in registers).
-template <int G, int S>
+// The slots of chunk [c0, c0 + nc) whose weight is nonzero for some head of the group, as a
+// bit mask (hidden slots have weight 0 for every head and are skipped; NaN counts as nonzero).
+inline uint32_t live_slots(const float* p, int32_t group, int32_t n, int32_t c0, int32_t nc) {
+  uint32_t live = 0;
+  for (int32_t half = 0; half < kDecodeChunk && half < nc; half += 8) {
+    const __m256i valid = lane_mask(nc - half);
+    for (int32_t g = 0; g < group; ++g) {
+      const __m256 e = _mm256_maskload_ps(p + static_cast<int64_t>(g) * n + c0 + half, valid);
+      const auto bits = static_cast<uint32_t>(
+          _mm256_movemask_ps(_mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+      live |= bits << half;
+    }
+  }
+  return live;
+}
+
+// Pass 3: acc[g * d + i] = the chain over slots of e_gj * v_j[i], W 8-column vectors at a
+// time per head (G * W accumulators stay in registers).
+template <int G, int W, KvStorageType S>
 void decode_values(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin, int32_t end,
                    const float* p, float* acc) {
   const int32_t d = pool.head_dim, n = end - begin;
   for (int32_t i = 0; i < G * d; i += 8) _mm256_storeu_ps(acc + i, _mm256_setzero_ps());
-  alignas(32) int32_t kpos[kDecodeChunk];
   int64_t slot[kDecodeChunk];
   for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
     const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
     prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
-    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
-    for (int32_t i0 = 0; i0 < d; i0 += 8 * S) {
-      __m256 o[G][S];
+    const uint32_t live = live_slots(p, G, n, c0, nc);
+    if (live == 0) continue;
+    resolve_chunk_slots(pool, row, begin + c0, nc, slot);
+    for (int32_t i0 = 0; i0 < d; i0 += 8 * W) {
+      __m256 o[G][W];
       for (int g = 0; g < G; ++g)
-        for (int s = 0; s < S; ++s) o[g][s] = _mm256_loadu_ps(acc + g * d + i0 + 8 * s);
-      for (int32_t j = 0; j < nc; ++j) {
-        float e[G];
-        bool any = false;
+        for (int w = 0; w < W; ++w) o[g][w] = _mm256_loadu_ps(acc + g * d + i0 + 8 * w);
+      for (uint32_t m = live; m != 0; m &= m - 1) {  // live slots in slot order
+        const int32_t j = __builtin_ctz(m);
+        const uint8_t* vrow = slot_row(pool, pool.v, slot[j]);
+        __m256 v[W];
+        for (int w = 0; w < W; ++w) v[w] = load8_as<S>(vrow, i0 + 8 * w);
         for (int g = 0; g < G; ++g) {
-          e[g] = p[static_cast<int64_t>(g) * n + c0 + j];
-          any |= e[g] != 0.0f;
-        }
-        if (!any) continue;
-        __m256 v[S];
-        for (int s = 0; s < S; ++s) v[s] = load8(pool, pool.v, slot[j], i0 + 8 * s);
-        for (int g = 0; g < G; ++g) {
-          const __m256 eg = _mm256_set1_ps(e[g]);
-          for (int s = 0; s < S; ++s) o[g][s] = _mm256_fmadd_ps(eg, v[s], o[g][s]);
+          const __m256 eg = _mm256_set1_ps(p[static_cast<int64_t>(g) * n + c0 + j]);
+          for (int w = 0; w < W; ++w) o[g][w] = _mm256_fmadd_ps(eg, v[w], o[g][w]);
         }
       }
       for (int g = 0; g < G; ++g)
-        for (int s = 0; s < S; ++s) _mm256_storeu_ps(acc + g * d + i0 + 8 * s, o[g][s]);
+        for (int w = 0; w < W; ++w) _mm256_storeu_ps(acc + g * d + i0 + 8 * w, o[g][w]);
     }
   }
 }
 
-// The widest strip (in 8-column vectors) that divides the row and keeps G * S <= 12.
-template <int G>
+// The widest strip (in 8-column vectors) that divides the row and keeps G * W <= 12.
+template <int G, KvStorageType S>
 void decode_values_for(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
                        int32_t end, const float* p, float* acc) {
   const int32_t nv8 = pool.head_dim / 8;  // even: head_dim % 16 == 0
   if constexpr (G <= 3) {
-    if (nv8 % 4 == 0) return decode_values<G, 4>(pool, row, begin, end, p, acc);
+    if (nv8 % 4 == 0) return decode_values<G, 4, S>(pool, row, begin, end, p, acc);
   }
-  if constexpr (G <= 6) return decode_values<G, 2>(pool, row, begin, end, p, acc);
-  decode_values<G, 1>(pool, row, begin, end, p, acc);
+  if constexpr (G <= 6) return decode_values<G, 2, S>(pool, row, begin, end, p, acc);
+  decode_values<G, 1, S>(pool, row, begin, end, p, acc);
 }
 
 }  // namespace
@@ -376,15 +404,17 @@ void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
                             float* acc, float* max, float* sum, float* scratch) {
   // The first rows of each pass are fetched at once; the passes fetch ahead of themselves.
   prefetch_row_slots(pool, row, pool.k, begin, kPrefetchAhead, end);
-  if (pool.storage == KvStorageType::kQ8_0) {
-    decode_scores_q8_0(pool, row, queries, scale, begin, end, scratch, max);
-  } else {
-    decode_scores(pool, row, queries, scale, begin, end, scratch, max);
-  }
-  prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
-  decode_exps(queries.group, end - begin, max, scratch, sum);
-  with_decode_group(queries.group, [&]<int G>() {
-    decode_values_for<G>(pool, row, begin, end, scratch, acc);
+  with_kv_storage(pool.storage, [&]<KvStorageType S>() {
+    if constexpr (S == KvStorageType::kQ8_0) {
+      decode_scores_q8_0(pool, row, queries, scale, begin, end, scratch, max);
+    } else {
+      decode_scores<S>(pool, row, queries, scale, begin, end, scratch, max);
+    }
+    prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
+    decode_exps(queries.group, end - begin, max, scratch, sum);
+    with_decode_group(queries.group, [&]<int G>() {
+      decode_values_for<G, S>(pool, row, begin, end, scratch, acc);
+    });
   });
 }
 

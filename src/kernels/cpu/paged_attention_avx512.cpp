@@ -73,19 +73,28 @@ inline __m256 load_kv_8(const PagedKvPool& pool, const void* base, int64_t slot,
   }
   return simd::load_kv_q8_0_8(row, i);
 }
+template <KvStorageType S>
+inline __m512 load_kv_16_as(const uint8_t* row, int32_t i) {
+  if constexpr (S == KvStorageType::kF16) {
+    return _mm512_cvtph_ps(simd::load_256(row + 2 * static_cast<int64_t>(i)));
+  } else if constexpr (S == KvStorageType::kF32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(row + 4 * static_cast<int64_t>(i)));
+  } else {
+    const uint8_t* block = row + static_cast<int64_t>(i / 32) * 34;
+    uint16_t scale;
+    std::memcpy(&scale, block, sizeof(scale));
+    const __m512i q = _mm512_cvtepi8_epi32(simd::load_128(block + 2 + i % 32));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(simd::half_to_float(scale)));
+  }
+}
 inline __m512 load_kv_16(const PagedKvPool& pool, const void* base, int64_t slot, int32_t i) {
   const uint8_t* row = slot_row(pool, base, slot);
   switch (pool.storage) {
-    case KvStorageType::kF16: return _mm512_cvtph_ps(simd::load_256(row + 2 * static_cast<int64_t>(i)));
-    case KvStorageType::kF32:
-      return _mm512_loadu_ps(reinterpret_cast<const float*>(row + 4 * static_cast<int64_t>(i)));
+    case KvStorageType::kF16: return load_kv_16_as<KvStorageType::kF16>(row, i);
+    case KvStorageType::kF32: return load_kv_16_as<KvStorageType::kF32>(row, i);
     case KvStorageType::kQ8_0: break;
   }
-  const uint8_t* block = row + static_cast<int64_t>(i / 32) * 34;
-  uint16_t scale;
-  std::memcpy(&scale, block, sizeof(scale));
-  const __m512i q = _mm512_cvtepi8_epi32(simd::load_128(block + 2 + i % 32));
-  return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(simd::half_to_float(scale)));
+  return load_kv_16_as<KvStorageType::kQ8_0>(row, i);
 }
 
 // The chunk's K rows as f32, transposed: kt [d, kChunk]; V rows as f32: vc [kChunk, d].
@@ -265,14 +274,16 @@ void attend_tile(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQu
 
 // Converts the K rows of the chunk's nc slots to floats: buf [kDecodeChunk, d]; rows j >= nc
 // are zero (their lanes are masked; they are never read from the pool).
-inline void convert_rows(const PagedKvPool& pool, const void* base, const int64_t* slot, int32_t nc,
-                         float* buf) {
+template <KvStorageType S>
+inline void convert_rows(const PagedKvPool& pool, const void* base, const int64_t* slot,
+                         int32_t nc, float* buf) {
   const int32_t d = pool.head_dim;
-  for (int32_t j = 0; j < kDecodeChunk; ++j) {
-    for (int32_t i = 0; i < d; i += 16) {
-      _mm512_store_ps(buf + j * d + i,
-                      j < nc ? load_kv_16(pool, base, slot[j], i) : _mm512_setzero_ps());
-    }
+  for (int32_t j = 0; j < nc; ++j) {
+    const uint8_t* row = slot_row(pool, base, slot[j]);
+    for (int32_t i = 0; i < d; i += 16) _mm512_store_ps(buf + j * d + i, load_kv_16_as<S>(row, i));
+  }
+  for (int32_t j = nc; j < kDecodeChunk; ++j) {
+    for (int32_t i = 0; i < d; i += 16) _mm512_store_ps(buf + j * d + i, _mm512_setzero_ps());
   }
 }
 
@@ -401,6 +412,7 @@ void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
 
 // Pass 1: scaled scores of row slots [begin, end) into p[g * n + j] (-inf when hidden);
 // returns the largest per head in max[g].
+template <KvStorageType S>
 void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const GroupQueries& queries,
                    float scale, int32_t begin, int32_t end, float* p, float* max) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -417,7 +429,7 @@ void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const Group
     const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
     prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
     resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
-    convert_rows(pool, pool.k, slot, nc, kbuf);
+    convert_rows<S>(pool, pool.k, slot, nc, kbuf);
     const __mmask16 hidden = _mm512_cmpgt_epi32_mask(_mm512_load_si512(kpos), qpos16);
     const __mmask16 valid = static_cast<__mmask16>((1u << nc) - 1u);
     for (int32_t g = 0; g < group; ++g) {
@@ -469,54 +481,61 @@ void decode_exps(int32_t group, int32_t n, const float* max, float* p, float* su
   }
 }
 
-// Pass 3: acc[g * d + i] = the chain over slots of e_gj * v_j[i], S 16-column vectors at a
-// time per head (G * S accumulators stay in registers).
-template <int G, int S>
+// The slots of chunk [c0, c0 + nc) whose weight is nonzero for some head of the group, as a
+// bit mask (hidden slots have weight 0 for every head and are skipped; NaN counts as nonzero).
+inline uint32_t live_slots(const float* p, int32_t group, int32_t n, int32_t c0, int32_t nc) {
+  __mmask16 live = 0;
+  for (int32_t g = 0; g < group; ++g) {
+    live |= _mm512_cmp_ps_mask(load_first(p + static_cast<int64_t>(g) * n + c0, nc),
+                               _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  }
+  return live;
+}
+
+// Pass 3: acc[g * d + i] = the chain over slots of e_gj * v_j[i], W 16-column vectors at a
+// time per head (G * W accumulators stay in registers).
+template <int G, int W, KvStorageType S>
 void decode_values(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin, int32_t end,
                    const float* p, float* acc) {
   const int32_t d = pool.head_dim, n = end - begin;
   for (int32_t i = 0; i < G * d; i += 16) _mm512_storeu_ps(acc + i, _mm512_setzero_ps());
-  alignas(64) int32_t kpos[kDecodeChunk];
   int64_t slot[kDecodeChunk];
   for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
     const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
     prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
-    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
-    for (int32_t i0 = 0; i0 < d; i0 += 16 * S) {
-      __m512 o[G][S];
+    const uint32_t live = live_slots(p, G, n, c0, nc);
+    if (live == 0) continue;
+    resolve_chunk_slots(pool, row, begin + c0, nc, slot);
+    for (int32_t i0 = 0; i0 < d; i0 += 16 * W) {
+      __m512 o[G][W];
       for (int g = 0; g < G; ++g)
-        for (int s = 0; s < S; ++s) o[g][s] = _mm512_loadu_ps(acc + g * d + i0 + 16 * s);
-      for (int32_t j = 0; j < nc; ++j) {
-        float e[G];
-        bool any = false;
+        for (int w = 0; w < W; ++w) o[g][w] = _mm512_loadu_ps(acc + g * d + i0 + 16 * w);
+      for (uint32_t m = live; m != 0; m &= m - 1) {  // live slots in slot order
+        const int32_t j = __builtin_ctz(m);
+        const uint8_t* vrow = slot_row(pool, pool.v, slot[j]);
+        __m512 v[W];
+        for (int w = 0; w < W; ++w) v[w] = load_kv_16_as<S>(vrow, i0 + 16 * w);
         for (int g = 0; g < G; ++g) {
-          e[g] = p[static_cast<int64_t>(g) * n + c0 + j];
-          any |= e[g] != 0.0f;
-        }
-        if (!any) continue;
-        __m512 v[S];
-        for (int s = 0; s < S; ++s) v[s] = load_kv_16(pool, pool.v, slot[j], i0 + 16 * s);
-        for (int g = 0; g < G; ++g) {
-          const __m512 eg = _mm512_set1_ps(e[g]);
-          for (int s = 0; s < S; ++s) o[g][s] = _mm512_fmadd_ps(eg, v[s], o[g][s]);
+          const __m512 eg = _mm512_set1_ps(p[static_cast<int64_t>(g) * n + c0 + j]);
+          for (int w = 0; w < W; ++w) o[g][w] = _mm512_fmadd_ps(eg, v[w], o[g][w]);
         }
       }
       for (int g = 0; g < G; ++g)
-        for (int s = 0; s < S; ++s) _mm512_storeu_ps(acc + g * d + i0 + 16 * s, o[g][s]);
+        for (int w = 0; w < W; ++w) _mm512_storeu_ps(acc + g * d + i0 + 16 * w, o[g][w]);
     }
   }
 }
 
-// The widest strip (in 16-column vectors) that divides the row and keeps G * S <= 16.
-template <int G>
+// The widest strip (in 16-column vectors) that divides the row and keeps G * W <= 16.
+template <int G, KvStorageType S>
 void decode_values_for(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
                        int32_t end, const float* p, float* acc) {
   const int32_t nv = pool.head_dim / 16;
   if constexpr (G <= 4) {
-    if (nv % 4 == 0) return decode_values<G, 4>(pool, row, begin, end, p, acc);
+    if (nv % 4 == 0) return decode_values<G, 4, S>(pool, row, begin, end, p, acc);
   }
-  if (nv % 2 == 0) return decode_values<G, 2>(pool, row, begin, end, p, acc);
-  decode_values<G, 1>(pool, row, begin, end, p, acc);
+  if (nv % 2 == 0) return decode_values<G, 2, S>(pool, row, begin, end, p, acc);
+  decode_values<G, 1, S>(pool, row, begin, end, p, acc);
 }
 
 }  // namespace
@@ -531,15 +550,17 @@ void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
                             float* acc, float* max, float* sum, float* scratch) {
   // The first rows of each pass are fetched at once; the passes fetch ahead of themselves.
   prefetch_row_slots(pool, row, pool.k, begin, kPrefetchAhead, end);
-  if (pool.storage == KvStorageType::kQ8_0) {
-    decode_scores_q8_0(pool, row, queries, scale, begin, end, scratch, max);
-  } else {
-    decode_scores(pool, row, queries, scale, begin, end, scratch, max);
-  }
-  prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
-  decode_exps(queries.group, end - begin, max, scratch, sum);
-  with_decode_group(queries.group, [&]<int G>() {
-    decode_values_for<G>(pool, row, begin, end, scratch, acc);
+  with_kv_storage(pool.storage, [&]<KvStorageType S>() {
+    if constexpr (S == KvStorageType::kQ8_0) {
+      decode_scores_q8_0(pool, row, queries, scale, begin, end, scratch, max);
+    } else {
+      decode_scores<S>(pool, row, queries, scale, begin, end, scratch, max);
+    }
+    prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
+    decode_exps(queries.group, end - begin, max, scratch, sum);
+    with_decode_group(queries.group, [&]<int G>() {
+      decode_values_for<G, S>(pool, row, begin, end, scratch, acc);
+    });
   });
 }
 

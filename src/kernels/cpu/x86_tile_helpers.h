@@ -13,21 +13,35 @@ inline int32_t tile_max_position(const GroupQueries& queries) {
   return max_qpos;
 }
 
-// Pool slots and positions of row slots [c0, c0 + nc) into slot[0, nc) and kpos[0, chunk)
-// (INT32_MAX for the padding j >= nc, so it is hidden from every query); returns the smallest
-// position of the chunk.
+// Pool slots of row slots [c0, c0 + nc) into slot[0, nc), nc >= 1: one division per chunk
+// (the block and offset of slot c0), then stepped; a division per slot costs more than the
+// rest of a decode chunk's bookkeeping.
+inline void resolve_chunk_slots(const PagedKvPool& pool, const PagedHeadRow& row, int32_t c0,
+                                int32_t nc, int64_t* slot) {
+  const int32_t bs = pool.block_size;
+  int32_t block = c0 / bs, off = c0 % bs;
+  int64_t first = static_cast<int64_t>(row.block_table[block]) * bs;
+  for (int32_t j = 0; j < nc; ++j, ++off) {
+    if (off == bs) {
+      off = 0;
+      first = static_cast<int64_t>(row.block_table[++block]) * bs;
+    }
+    slot[j] = first + off;
+  }
+}
+
+// resolve_chunk_slots, and the slots' positions into kpos[0, chunk) (INT32_MAX for the
+// padding j >= nc, so it is hidden from every query); returns the smallest position of the
+// chunk.
 inline int32_t resolve_tile_chunk(const PagedKvPool& pool, const PagedHeadRow& row, int32_t c0,
                                   int32_t nc, int32_t chunk, int64_t* slot, int32_t* kpos) {
-  const int32_t bs = pool.block_size;
+  resolve_chunk_slots(pool, row, c0, nc, slot);
   int32_t min_kpos = INT32_MAX;
-  for (int32_t j = 0; j < chunk; ++j) {
-    kpos[j] = INT32_MAX;
-    if (j >= nc) continue;
-    const int32_t s = c0 + j;
-    slot[j] = static_cast<int64_t>(row.block_table[s / bs]) * bs + s % bs;
+  for (int32_t j = 0; j < nc; ++j) {
     kpos[j] = pool.positions[slot[j]];
     min_kpos = kpos[j] < min_kpos ? kpos[j] : min_kpos;
   }
+  for (int32_t j = nc; j < chunk; ++j) kpos[j] = INT32_MAX;
   return min_kpos;
 }
 
@@ -138,6 +152,17 @@ inline void with_decode_group(int32_t group, F&& f) {
     case 6: return f.template operator()<6>();
     case 7: return f.template operator()<7>();
     default: return f.template operator()<8>();
+  }
+}
+
+// f.template operator()<S>() with S = storage: the decode passes are compiled once per KV
+// storage type, so no per-load switch remains in their inner loops.
+template <typename F>
+inline void with_kv_storage(KvStorageType storage, F&& f) {
+  switch (storage) {
+    case KvStorageType::kF16: return f.template operator()<KvStorageType::kF16>();
+    case KvStorageType::kF32: return f.template operator()<KvStorageType::kF32>();
+    case KvStorageType::kQ8_0: return f.template operator()<KvStorageType::kQ8_0>();
   }
 }
 
