@@ -43,8 +43,10 @@ void append_random(PagedKvCache& cache, SequenceId seq, int32_t start, int32_t n
       for (float& x : v) x = g(rng);
       const int32_t first = cache.row(seq, l, h).length;
       cache.append(seq, l, h, k.data(), c.head_dim, v.data(), c.head_dim, pos.data(), n);
-      for (int32_t i = 0; i < n; ++i)
+      for (int32_t i = 0; i < n; ++i) {
         cache.pool().metric()[slot_of(cache, seq, l, h, first + i)] = u(rng);
+        cache.pool().mass()[slot_of(cache, seq, l, h, first + i)] = u(rng);
+      }
     }
   }
 }
@@ -52,7 +54,7 @@ void append_random(PagedKvCache& cache, SequenceId seq, int32_t start, int32_t n
 // Everything stored for one KV, raw bytes for K and V (so f16 compares bit for bit).
 struct Stored {
   std::vector<uint8_t> k, v;
-  float metric;
+  float metric, mass;
   bool operator==(const Stored&) const = default;
 };
 
@@ -65,7 +67,8 @@ std::map<int32_t, Stored> snapshot(const PagedKvCache& cache, SequenceId seq, in
   for (int32_t s = 0; s < cache.row(seq, l, h).length; ++s) {
     const int64_t p = slot_of(cache, seq, l, h, s);
     Stored st{std::vector<uint8_t>(pool.k_slot(p), pool.k_slot(p) + bytes),
-              std::vector<uint8_t>(pool.v_slot(p), pool.v_slot(p) + bytes), pool.metric()[p]};
+              std::vector<uint8_t>(pool.v_slot(p), pool.v_slot(p) + bytes), pool.metric()[p],
+              pool.mass()[p]};
     EXPECT_TRUE(out.emplace(pool.positions()[p], std::move(st)).second) << "duplicate position";
   }
   return out;
@@ -115,6 +118,7 @@ TEST(Compaction, HandComputedMovesFillHolesFromTheTail) {
   EXPECT_TRUE(std::isnan(reinterpret_cast<const float*>(cache.pool().k_slot(dead))[0]));
   EXPECT_TRUE(std::isnan(reinterpret_cast<const float*>(cache.pool().v_slot(dead))[3]));
   EXPECT_TRUE(std::isnan(cache.pool().metric()[dead]));
+  EXPECT_TRUE(std::isnan(cache.pool().mass()[dead]));
   EXPECT_EQ(cache.pool().positions()[dead], INT32_MIN);
   EXPECT_TRUE(
       std::isnan(reinterpret_cast<const float*>(cache.pool().k_slot(int64_t{last_block} * 4))[0]));

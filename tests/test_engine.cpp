@@ -478,8 +478,8 @@ TEST_F(EngineTest, Q8_0CacheHoldsMoreKvsPerByteAndStaysCloseToF16) {
     serve(engine, {std::move(r)});
     engine.cache().check_invariants();
   }
-  // d = 64: 2 * 68 + 8 bytes per slot against 2 * 128 + 8.
-  EXPECT_EQ(block_bytes[KvStorageType::kQ8_0] * 264, block_bytes[KvStorageType::kF16] * 144);
+  // d = 64: 2 * 68 + 12 bytes per slot against 2 * 128 + 12 (metric, mass, position).
+  EXPECT_EQ(block_bytes[KvStorageType::kQ8_0] * 268, block_bytes[KvStorageType::kF16] * 148);
   double kl = 0.0;
   int same_top1 = 0;
   for (size_t t = 0; t + 1 < forced.size(); ++t) {

@@ -178,7 +178,9 @@ TEST_F(EvalQuick, ChunkedSettingsPrefillOnTheirOwnWithinTheirBudgetPlusAChunk) {
 TEST_F(EvalQuick, AForkDecodesExactlyWhatTheEngineServes) {
   const std::vector<int32_t> tokens = fidelity_tokens(*model_, texts_, 700, 8, 3, 0);
   const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 700);
-  for (const std::string& p : {"kvcompress", "h2o"}) {  // L2 window; L1 full observation
+  // L2 window; L1 full observation; L2 window plus the L1 mass of the marginal-error rule.
+  std::map<std::string, std::vector<int32_t>> retained;
+  for (const std::string& p : {"kvcompress", "h2o", "kvcompress-err"}) {
     const PolicyVariant v = make_policy_variant(p, CompressionConfig{});
     EngineConfig config;
     config.max_context = 1024;
@@ -202,8 +204,7 @@ TEST_F(EvalQuick, AForkDecodesExactlyWhatTheEngineServes) {
     base.prompt = prompt;
     base.max_tokens = 0;
     base.hold = true;
-    base.extra_observers = {{v.config.metric, v.config.observation_window, -1,
-                             v.config.full_observation, v.config.observation_buffer}};
+    base.extra_observers = observations_read(v.config);
     const RequestId held = engine.submit(std::move(base));
     engine.run_until_idle();
     Request fork;
@@ -222,7 +223,10 @@ TEST_F(EvalQuick, AForkDecodesExactlyWhatTheEngineServes) {
     EXPECT_EQ(forked.stats.compressions, 1) << p;
     EXPECT_EQ(forked.stats.retained_after_prompt, served.stats.retained_after_prompt) << p;
     EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks()) << p;
+    retained[p] = served.stats.retained_after_prompt;
   }
+  // The marginal-error rule shares the rows differently from the key rule it replaces.
+  EXPECT_NE(retained["kvcompress-err"], retained["kvcompress"]);
 }
 
 TEST_F(EvalQuick, CompareLogitsMatchesHandComputedValues) {

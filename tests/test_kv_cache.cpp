@@ -101,6 +101,7 @@ TEST(PagedKvCache, StoresKeysValuesPositionsAndZeroMetric) {
     }
     EXPECT_EQ(cache.pool().positions()[slot], pos[s]);
     EXPECT_EQ(cache.pool().metric()[slot], 0.0f);
+    EXPECT_EQ(cache.pool().mass()[slot], 0.0f);
   }
 }
 
@@ -119,7 +120,10 @@ TEST(PagedKvCache, CopySequenceDuplicatesEveryRowIntoFreshBlocks) {
       for (int32_t i = 0; i < n; ++i) pos[i] = 10 * i + h;
       cache.append(src, l, h, k.data(), 4, v.data(), 4, pos.data(), n);
       const HeadRow& row = cache.row(src, l, h);
-      for (int32_t s = 0; s < n; ++s) cache.pool().metric()[row.blocks[s / 2] * 2 + s % 2] = u(rng);
+      for (int32_t s = 0; s < n; ++s) {
+        cache.pool().metric()[row.blocks[s / 2] * 2 + s % 2] = u(rng);
+        cache.pool().mass()[row.blocks[s / 2] * 2 + s % 2] = u(rng);
+      }
     }
   }
   const int64_t owned = cache.owned_blocks(src);
@@ -141,6 +145,7 @@ TEST(PagedKvCache, CopySequenceDuplicatesEveryRowIntoFreshBlocks) {
         EXPECT_EQ(std::memcmp(cache.pool().k_slot(sa), cache.pool().k_slot(sb), 16), 0);
         EXPECT_EQ(std::memcmp(cache.pool().v_slot(sa), cache.pool().v_slot(sb), 16), 0);
         EXPECT_EQ(cache.pool().metric()[sa], cache.pool().metric()[sb]);
+        EXPECT_EQ(cache.pool().mass()[sa], cache.pool().mass()[sb]);
         EXPECT_EQ(cache.pool().positions()[sa], cache.pool().positions()[sb]);
       }
     }
@@ -166,6 +171,7 @@ TEST(PagedKvCache, FreedAndUnusedSlotsArePoisoned) {
   const int64_t unused = static_cast<int64_t>(row.blocks[0]) * 4 + 1;
   EXPECT_TRUE(std::isnan(fp16_to_float(reinterpret_cast<uint16_t*>(cache.pool().k_slot(unused))[0])));
   EXPECT_TRUE(std::isnan(cache.pool().metric()[unused]));
+  EXPECT_TRUE(std::isnan(cache.pool().mass()[unused]));
   const int32_t block = row.blocks[0];
   cache.remove_sequence(seq);
   const int64_t freed = static_cast<int64_t>(block) * 4;

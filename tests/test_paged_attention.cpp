@@ -210,6 +210,7 @@ TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities
       const HeadRow& row = cache.row(seq, 0, 0);
       for (int32_t s = 0; s < n; ++s) {
         cache.pool().metric()[row.blocks[s / 16] * 16 + s % 16] = 0.0f;
+        cache.pool().mass()[row.blocks[s / 16] * 16 + s % 16] = 0.0f;
       }
       std::vector<float> out(group * d), scratch(group * n);
       const int32_t qpos = n;
@@ -223,6 +224,9 @@ TEST(PagedAttentionMetric, AccumulatesGroupSummedSquaredAndAbsoluteProbabilities
       for (int32_t s = 0; s < n; ++s) {
         const float got = cache.pool().metric()[row.blocks[s / 16] * 16 + s % 16];
         EXPECT_NEAR(got, 2 * expected[s], 1e-6 + 1e-4 * expected[s]) << "slot " << s;
+        // The mass is the plain sum whatever the metric sums.
+        const float mass = cache.pool().mass()[row.blocks[s / 16] * 16 + s % 16];
+        EXPECT_NEAR(mass, 2 * expected_l1[s], 1e-6 + 1e-4 * expected_l1[s]) << "slot " << s;
       }
     }
   }

@@ -262,6 +262,45 @@ TEST(Planner, HeadFloorKeepsEachRowsTopKvsInsideTheGlobalOrder) {
   EXPECT_THROW(plan_kvcompress_eviction(cache, seq, target, bad), Error);
 }
 
+// Sets the attention mass of row (l, h)'s slots to `mass` (logical slot order).
+void set_mass(PagedKvCache& cache, SequenceId seq, int32_t l, int32_t h,
+              const std::vector<float>& mass) {
+  for (size_t i = 0; i < mass.size(); ++i) {
+    cache.pool().mass()[slot_of(cache, seq, l, h, static_cast<int32_t>(i))] = mass[i];
+  }
+}
+
+TEST(Planner, MarginalErrorSparesTheRowThatWouldLoseMostOfItsAttention) {
+  // 1 layer x 2 KV heads, bs 4, rows of 12 KVs, window 4 (positions 8..11 protected): each row
+  // has two candidates. Row A: metric 1 everywhere, mass 10 on the evictable KVs and 1 on the
+  // protected ones: its 8 evictable KVs hold 80 of its 84 mass. Row B: metric 2, mass 1, and
+  // 100 on the protected KVs (8 of 408). The key rule frees row A (keys 1 < 2). By marginal
+  // error, A's first candidate costs 4 + (40/44)^2 * 8 = 10.6 and B's each cost ~8.0: B goes.
+  PagedKvCache cache(config(1, 2, 4, 16));
+  const SequenceId seq = cache.add_sequence();
+  append_row(cache, seq, 0, 0, iota_positions(12), std::vector<float>(12, 1.0f));
+  append_row(cache, seq, 0, 1, iota_positions(12), std::vector<float>(12, 2.0f));
+  std::vector<float> mass_a(12, 10.0f), mass_b(12, 1.0f);
+  for (int32_t i = 8; i < 12; ++i) mass_a[i] = 1.0f, mass_b[i] = 100.0f;
+  set_mass(cache, seq, 0, 0, mass_a);
+  set_mass(cache, seq, 0, 1, mass_b);
+  PlannerOptions by_key{4, 0};
+  PlannerOptions by_error = by_key;
+  by_error.marginal_error = true;
+  const Slots first_eight{0, 1, 2, 3, 4, 5, 6, 7};
+  const EvictionPlan key_plan = plan_kvcompress_eviction(cache, seq, 4, by_key);  // free 2
+  EXPECT_EQ(evicted(key_plan, 0, 0), first_eight);
+  EXPECT_EQ(evicted(key_plan, 0, 1), Slots{});
+  const EvictionPlan error_plan = plan_kvcompress_eviction(cache, seq, 4, by_error);
+  EXPECT_EQ(error_plan.blocks_to_free, 2);
+  EXPECT_EQ(evicted(error_plan, 0, 0), Slots{});
+  EXPECT_EQ(evicted(error_plan, 0, 1), first_eight);
+  // Without mass the rule compares metric sums: row A (4 per candidate) goes first again.
+  set_mass(cache, seq, 0, 0, std::vector<float>(12, 0.0f));
+  set_mass(cache, seq, 0, 1, std::vector<float>(12, 0.0f));
+  EXPECT_EQ(evicted(plan_kvcompress_eviction(cache, seq, 4, by_error), 0, 0), first_eight);
+}
+
 // ---- Randomized property test -------------------------------------------------------------
 
 struct Kv {
@@ -472,6 +511,113 @@ TEST(PlannerProperty, LargeSequencesUseThreadsAndPlanExactlyAsOneThread) {
     const auto [freed, requested] = check_plan_and_compact(cache, seq, target, options);
     EXPECT_EQ(freed, requested);
   }
+}
+
+TEST(PlannerProperty, MarginalErrorTakesTheCheapestNextCandidateEachTime) {
+  // Random caches with random mass; the per-row counts must be those of a naive greedy over
+  // the header's cost(E) = M_E + (f / (1 - f))^2 M_K, recomputed from scratch for every
+  // candidate, and each row must give up a prefix of its (metric, slot) order.
+  std::mt19937 rng(2024);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int32_t block_sizes[] = {1, 2, 4, 8};
+  int64_t differs_from_key_rule = 0;
+  for (int iter = 0; iter < 400; ++iter) {
+    const int32_t L = uniform(1, 3), H = uniform(1, 3), bs = block_sizes[uniform(0, 3)];
+    const int32_t max_len = uniform(1, 40);
+    PagedKvCache cache(config(L, H, bs, L * H * (max_len / bs + 1) + 4));
+    const SequenceId seq = cache.add_sequence();
+    fill_random(cache, seq, max_len, max_len + 4, uniform(0, 2), rng);
+    const int32_t n_rows = L * H;
+    for (int32_t r = 0; r < n_rows; ++r) {
+      std::vector<float> mass(static_cast<size_t>(cache.row(seq, r / H, r % H).length));
+      std::uniform_real_distribution<float> u(0.0f, 3.0f);
+      for (float& m : mass) m = uniform(0, 3) == 0 ? 0.0f : u(rng);
+      set_mass(cache, seq, r / H, r % H, mass);
+    }
+    PlannerOptions options{uniform(0, 4), 0};
+    const int64_t owned = cache.owned_blocks(seq);
+    const int64_t target = uniform(0, static_cast<int>(owned));
+    SCOPED_TRACE(testing::Message() << "iter " << iter << " bs" << bs << " target " << target);
+    const PlannerOptions by_key = options;
+    options.marginal_error = true;
+    const EvictionPlan plan = plan_kvcompress_eviction(cache, seq, target, options);
+
+    int32_t max_pos = std::numeric_limits<int32_t>::min();
+    const std::vector<std::vector<Kv>> rows = read_rows(cache, seq);
+    for (const auto& row : rows)
+      for (const Kv& kv : row) max_pos = std::max(max_pos, kv.position);
+    const auto evictable = [&](const Kv& kv) {
+      return kv.position < int64_t{max_pos} - options.protected_window + 1;
+    };
+    std::vector<std::vector<double>> cost(rows.size());  // [row][e]: after e + 1 candidates
+    std::vector<std::vector<Kv>> sorted(rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto l = static_cast<int32_t>(r) / H, h = static_cast<int32_t>(r) % H;
+      const auto mass_of = [&](const Kv& kv) {
+        return double{cache.pool().mass()[slot_of(cache, seq, l, h, kv.slot)]};
+      };
+      double m_row = 0.0, a_row = 0.0;
+      for (const Kv& kv : rows[r]) m_row += kv.metric, a_row += mass_of(kv);
+      std::vector<Kv> s = rows[r];
+      std::sort(s.begin(), s.end(), [&](const Kv& a, const Kv& b) {
+        const float ka = evictable(a) ? a.metric : std::numeric_limits<float>::infinity();
+        const float kb = evictable(b) ? b.metric : std::numeric_limits<float>::infinity();
+        return std::make_pair(ka, a.slot) < std::make_pair(kb, b.slot);
+      });
+      const auto n = static_cast<int32_t>(s.size());
+      const int32_t hanging = n % bs == 0 ? bs : n % bs;
+      for (int32_t end = hanging; n > 0 && end <= n && evictable(s[end - 1]); end += bs) {
+        double m_e = 0.0, a_e = 0.0;
+        for (int32_t i = 0; i < end; ++i) m_e += s[i].metric, a_e += mass_of(s[i]);
+        const double f = a_row > 0.0 ? std::min(1.0, a_e / a_row) : 0.0;
+        const double m_k = std::max(0.0, m_row - m_e);
+        const double g = f <= 0.0 || m_k <= 0.0 ? 0.0
+                         : f < 1.0              ? (f / (1.0 - f)) * (f / (1.0 - f)) * m_k
+                                                : std::numeric_limits<double>::infinity();
+        cost[r].push_back(m_e + g);
+      }
+      sorted[r] = std::move(s);
+    }
+    std::vector<int32_t> taken(rows.size(), 0);
+    int64_t freed = 0;
+    for (; freed < owned - target; ++freed) {
+      int32_t best = -1;
+      double best_marginal = 0.0;
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const int32_t e = taken[r];
+        if (e >= static_cast<int32_t>(cost[r].size())) continue;
+        const double marginal = cost[r][e] - (e == 0 ? 0.0 : cost[r][e - 1]);
+        if (best < 0 || marginal < best_marginal) {
+          best = static_cast<int32_t>(r);
+          best_marginal = marginal;
+        }
+      }
+      if (best < 0) break;
+      ++taken[static_cast<size_t>(best)];
+    }
+    ASSERT_EQ(plan.blocks_to_free, freed);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto n = static_cast<int32_t>(sorted[r].size());
+      const int32_t hanging = n % bs == 0 ? bs : n % bs;
+      const int32_t k = taken[r] == 0 ? 0 : hanging + (taken[r] - 1) * bs;
+      Slots want;
+      for (int32_t i = 0; i < k; ++i) want.push_back(sorted[r][static_cast<size_t>(i)].slot);
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(evicted(plan, static_cast<int32_t>(r) / H, static_cast<int32_t>(r) % H), want)
+          << "row " << r;
+    }
+    const EvictionPlan key_plan = plan_kvcompress_eviction(cache, seq, target, by_key);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto l = static_cast<int32_t>(r) / H, h = static_cast<int32_t>(r) % H;
+      if (evicted(key_plan, l, h).size() != evicted(plan, l, h).size()) {
+        ++differs_from_key_rule;
+        break;
+      }
+    }
+    compact(cache, plan);
+    EXPECT_EQ(cache.owned_blocks(seq), owned - freed);
+  }
+  EXPECT_GT(differs_from_key_rule, 50);  // the mass term changes real decisions
 }
 
 // ---- Budgets ------------------------------------------------------------------------------

@@ -134,6 +134,29 @@ TEST(PrefillMetrics, PoolPerQueryHeadThenSumOverTheGroup) {
       }
     }
   }
+  // The mass is the raw group sum: no pooling. Merged by max, then replaced.
+  write_prefill_mass(cache, seq, scores, group);
+  std::vector<float> halves(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) halves[i] = 0.5f * raw[i];
+  write_prefill_mass(cache, seq, ObservationScores{halves.data(), n_layer, n_kv * group, stride},
+                     group, MetricMerge::kMax);
+  for (const float factor : {1.0f, 0.5f}) {
+    if (factor == 0.5f) {
+      write_prefill_mass(cache, seq,
+                         ObservationScores{halves.data(), n_layer, n_kv * group, stride}, group,
+                         MetricMerge::kReplace);
+    }
+    for (int32_t l = 0; l < n_layer; ++l) {
+      for (int32_t h = 0; h < n_kv; ++h) {
+        const HeadRow& row = cache.row(seq, l, h);
+        for (int32_t s = 0; s < n; ++s) {
+          double expected = 0;
+          for (int32_t g = 0; g < group; ++g) expected += factor * scores.head(l, h * group + g)[s];
+          EXPECT_NEAR(cache.pool().mass()[row.blocks[s / bs] * bs + s % bs], expected, 1e-5);
+        }
+      }
+    }
+  }
 }
 
 TEST(PrefillMetrics, WordSpansSplitAtWordStartsAndAtTheCap) {

@@ -151,6 +151,11 @@ void add_policy_tuning_options(CLI::App& app, CompressionOptions& o) {
                "Score each whitespace-delimited word of the prompt by its best token, so a number "
                "or identifier the observing queries point at is kept or evicted whole")
       ->group(group);
+  app.add_flag("--marginal-error", o.marginal_error,
+               "kvcompress: give up blocks by the error they add (metric plus the cost of "
+               "renormalizing the attention a head loses) instead of by metric alone "
+               "(docs/design.md §3)")
+      ->group(group);
   app.add_option("--streaming-sinks", o.streaming_sinks, "streamingllm and random: first tokens kept (attention sinks)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
@@ -176,6 +181,7 @@ CompressionConfig policy_tuning_config(const CompressionOptions& o) {
   c.observation_buffer = o.observation_buffer;
   c.pool_kernel = o.pool_kernel;
   c.word_spans = o.word_spans;
+  c.planner.marginal_error = o.marginal_error;
   c.streaming_sinks = o.streaming_sinks;
   c.random_seed = o.policy_seed;
   c.ada_safeguard = o.ada_safeguard;

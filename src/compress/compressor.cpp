@@ -97,6 +97,10 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.chunk_budget_factor != 1.0 && c.compress_chunk == 0) {
     fail("--chunk-budget-factor applies between prefill chunks: set --compress-chunk too");
   }
+  if (c.planner.marginal_error && c.policy != KvPolicy::kKvCompress) {
+    fail("--marginal-error is a kvcompress (or auto) rule; policy {} has its own",
+         policy_info(c.policy).name);
+  }
   if (c.streaming_sinks < 0) fail("streamingllm sinks must be >= 0, got {}", c.streaming_sinks);
   if (c.group_size < 1) fail("group size must be >= 1, got {}", c.group_size);
   if (!(c.ada_safeguard >= 0.0 && c.ada_safeguard <= 1.0)) {
@@ -129,13 +133,14 @@ std::string describe_policy(const CompressionConfig& c) {
   }
   const bool charged = c.charge_repeated_kvs &&
                        (c.policy == KvPolicy::kSnapKv || c.policy == KvPolicy::kPyramidKv);
-  return fmt::format("{}{} {} {}{}, {}, protected window {}, sinks {}", info.name,
+  return fmt::format("{}{} {} {}{}{}, {}, protected window {}, sinks {}", info.name,
                      charged ? fmt::format(" (charged x{})", c.group_size) : "",
                      c.metric == MetricAccumulation::kSquared ? "L2" : "L1",
                      c.full_observation ? "full observation"
                                         : fmt::format("window {} pool {}", c.observation_window,
                                                       c.pool_kernel),
-                     c.word_spans ? " word spans" : "", describe(c.budget),
+                     c.word_spans ? " word spans" : "",
+                     c.planner.marginal_error ? " marginal error" : "", describe(c.budget),
                      c.planner.protected_window, c.planner.sink_tokens);
 }
 

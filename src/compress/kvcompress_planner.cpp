@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <queue>
 #include <vector>
 
 #include "util/error.h"
@@ -83,6 +84,100 @@ void for_each_slot(const HeadRow& row, int32_t bs, Fn&& fn) {
     const int32_t end = std::min(row.length, s + bs);
     for (int64_t p = base; s < end; ++s, ++p) fn(s, p);
   }
+}
+
+// Step 4 by key: all finite candidates, the lowest `to_free` selected; counts what each row
+// gives up into freed_per_row. Returns the number selected.
+int64_t select_by_key(const Candidate* by_row, const std::vector<int64_t>& block_offset,
+                      const std::vector<int32_t>& n_candidates, int64_t to_free,
+                      std::vector<int32_t>& freed_per_row) {
+  std::vector<Candidate> candidates;
+  candidates.reserve(static_cast<size_t>(block_offset.back()));
+  for (size_t r = 0; r < n_candidates.size(); ++r) {
+    candidates.insert(candidates.end(), by_row + block_offset[r],
+                      by_row + block_offset[r] + n_candidates[r]);
+  }
+  const size_t n_free = static_cast<size_t>(std::min<int64_t>(to_free, candidates.size()));
+  if (n_free < candidates.size()) {
+    std::nth_element(candidates.begin(), candidates.begin() + static_cast<ptrdiff_t>(n_free),
+                     candidates.end(), candidate_less);
+  }
+  for (size_t i = 0; i < n_free; ++i) ++freed_per_row[static_cast<size_t>(candidates[i].row)];
+  return static_cast<int64_t>(n_free);
+}
+
+// Step 4 by marginal error (PlannerOptions::marginal_error). sorted: each row's (key, slot)
+// entries in eviction order at kv_offset[r]. Returns the number of candidates taken.
+int64_t select_by_marginal_error(const PagedKvCache& cache, const std::vector<const HeadRow*>& rows,
+                                 const uint64_t* sorted, const std::vector<int64_t>& kv_offset,
+                                 const std::vector<int64_t>& block_offset,
+                                 const std::vector<int32_t>& n_candidates, int64_t to_free,
+                                 bool parallel, std::vector<int32_t>& freed_per_row) {
+  const int32_t bs = cache.config().block_size;
+  const float* metric = cache.pool().metric();
+  const float* mass = cache.pool().mass();
+  const auto n_rows = static_cast<int32_t>(rows.size());
+  const auto finite_or_zero = [](float x) { return std::isfinite(x) ? double{x} : 0.0; };
+  // cost[block_offset[r] + e]: the row's cost after giving up its first e + 1 candidates.
+  std::vector<double> cost(static_cast<size_t>(block_offset.back()));
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int32_t r = 0; r < n_rows; ++r) {
+    const HeadRow& row = *rows[r];
+    const auto physical = [&](int32_t s) {
+      return static_cast<int64_t>(row.blocks[s / bs]) * bs + s % bs;
+    };
+    double m_row = 0.0, a_row = 0.0;
+    for (int32_t s = 0; s < row.length; ++s) {
+      m_row += finite_or_zero(metric[physical(s)]);
+      a_row += finite_or_zero(mass[physical(s)]);
+    }
+    const uint64_t* keys = sorted + kv_offset[r];
+    double m_e = 0.0, a_e = 0.0;
+    int32_t taken = 0;
+    for (int32_t c = 0; c < n_candidates[r]; ++c) {
+      const int32_t end = hanging_kvs(row.length, bs) + c * bs;
+      for (; taken < end; ++taken) {
+        const int64_t p = physical(static_cast<int32_t>(static_cast<uint32_t>(keys[taken])));
+        m_e += finite_or_zero(metric[p]);
+        a_e += finite_or_zero(mass[p]);
+      }
+      const double f = a_row > 0.0 ? std::min(1.0, a_e / a_row) : 0.0;
+      const double m_k = std::max(0.0, m_row - m_e);
+      double renormalization = 0.0;
+      if (m_k > 0.0 && f > 0.0) {
+        renormalization = f < 1.0 ? (f / (1.0 - f)) * (f / (1.0 - f)) * m_k
+                                  : std::numeric_limits<double>::infinity();
+      }
+      cost[static_cast<size_t>(block_offset[r] + c)] = m_e + renormalization;
+    }
+  }
+  // Greedy: the cheapest next candidate of any row, ties by (row, index) as the key order.
+  struct Next {
+    double marginal;
+    int32_t row;
+    int32_t index;
+    bool operator>(const Next& o) const {
+      if (marginal != o.marginal) return marginal > o.marginal;
+      return row != o.row ? row > o.row : index > o.index;
+    }
+  };
+  const auto next_of = [&](int32_t r, int32_t e) {
+    const double before = e == 0 ? 0.0 : cost[static_cast<size_t>(block_offset[r] + e - 1)];
+    return Next{cost[static_cast<size_t>(block_offset[r] + e)] - before, r, e};
+  };
+  std::priority_queue<Next, std::vector<Next>, std::greater<>> heap;
+  for (int32_t r = 0; r < n_rows; ++r) {
+    if (n_candidates[r] > 0) heap.push(next_of(r, 0));
+  }
+  int64_t n_free = 0;
+  while (n_free < to_free && !heap.empty()) {
+    const Next best = heap.top();
+    heap.pop();
+    ++freed_per_row[static_cast<size_t>(best.row)];
+    ++n_free;
+    if (best.index + 1 < n_candidates[best.row]) heap.push(next_of(best.row, best.index + 1));
+  }
+  return n_free;
 }
 
 }  // namespace
@@ -170,20 +265,15 @@ EvictionPlan plan_kvcompress_eviction(const PagedKvCache& cache, SequenceId seq,
     }
   }
 
-  // Gather all finite candidates; select the lowest `to_free`; count what each row gives up.
-  std::vector<Candidate> candidates;
-  candidates.reserve(static_cast<size_t>(block_offset.back()));
-  for (int32_t r = 0; r < n_rows; ++r) {
-    candidates.insert(candidates.end(), by_row.get() + block_offset[r],
-                      by_row.get() + block_offset[r] + n_candidates[r]);
-  }
-  const size_t n_free = static_cast<size_t>(std::min<int64_t>(to_free, candidates.size()));
-  if (n_free < candidates.size()) {
-    std::nth_element(candidates.begin(), candidates.begin() + static_cast<ptrdiff_t>(n_free),
-                     candidates.end(), candidate_less);
-  }
   std::vector<int32_t> freed_per_row(static_cast<size_t>(n_rows), 0);  // [n_rows]
-  for (size_t i = 0; i < n_free; ++i) ++freed_per_row[static_cast<size_t>(candidates[i].row)];
+  int64_t n_free = 0;
+  if (options.marginal_error) {
+    n_free = select_by_marginal_error(cache, rows, sorted.get(), kv_offset, block_offset,
+                                      n_candidates, to_free, parallel, freed_per_row);
+  } else {
+    n_free = select_by_key(by_row.get(), block_offset, n_candidates, to_free, freed_per_row);
+  }
+
 
   // Each row evicts the first hanging + (e-1)*bs entries of its sorted order, listed in slot
   // order via a mark per slot.
@@ -219,7 +309,7 @@ EvictionPlan plan_kvcompress_eviction(const PagedKvCache& cache, SequenceId seq,
       }
     }
   }
-  plan.blocks_to_free = static_cast<int64_t>(n_free);
+  plan.blocks_to_free = n_free;
   return plan;
 }
 

@@ -54,6 +54,16 @@ struct PlannerOptions {
   // (target_blocks * bs / rows): each row's top floor(head_floor * mean) KVs by metric are
   // never evicted. 0: the paper's rule. In [0, 1].
   double head_floor = 0.0;
+  // Step 4 by marginal error instead of by key (docs/design.md §3, "Marginal error"): a row
+  // giving up the prefix E of its sorted order costs
+  //   cost(E) = M_E + (f / (1 - f))^2 * M_K,   f = A_E / A,
+  // with M_E, M_K the metric sums of E and of the rest K of the row, A_E and A the attention
+  // mass (PagedKvPool::mass) of E and of the whole row; the F candidates are taken one at a
+  // time, each the cheapest next candidate of any row by cost(e + 1) - cost(e). The first term
+  // is what the metric already measures; the second is what renormalizing the kept
+  // attention costs once a row has lost a share f of its mass. With no mass (A = 0) it is the
+  // key rule with sums instead of maxima. false: the paper's rule.
+  bool marginal_error = false;
 };
 
 // Throws kvc::Error for negative options (they come from the CLI / requests).

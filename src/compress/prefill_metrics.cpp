@@ -92,4 +92,28 @@ void write_prefill_metrics(PagedKvCache& cache, SequenceId seq, const Observatio
   }
 }
 
+void write_prefill_mass(PagedKvCache& cache, SequenceId seq, const ObservationScores& scores,
+                        int32_t group_size, MetricMerge merge) {
+  const KvCacheConfig& c = cache.config();
+  KVC_ASSERT(scores.n_layer == c.n_layer && scores.n_head == c.n_head_kv * group_size);
+  const int32_t bs = c.block_size;
+  float* dst = cache.pool().mass();
+  for (int32_t layer = 0; layer < c.n_layer; ++layer) {
+    for (int32_t h = 0; h < c.n_head_kv; ++h) {
+      const HeadRow& row = cache.row(seq, layer, h);
+      KVC_ASSERT(row.length <= scores.stride);
+      for (int32_t s = 0; s < row.length; ++s) {
+        float sum = 0.0f;
+        for (int32_t g = 0; g < group_size; ++g) sum += scores.head(layer, h * group_size + g)[s];
+        float& m = dst[static_cast<int64_t>(row.blocks[s / bs]) * bs + s % bs];
+        switch (merge) {
+          case MetricMerge::kMax: m = std::max(m, sum); break;
+          case MetricMerge::kAdd: m += sum; break;
+          case MetricMerge::kReplace: m = sum; break;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace kvc

@@ -43,6 +43,13 @@ void write_prefill_metrics(PagedKvCache& cache, SequenceId seq, const Observatio
                            std::span<const int32_t> span_start = {},
                            MetricMerge merge = MetricMerge::kMax);
 
+// Sets the attention mass of every KV of `seq` (PagedKvPool::mass) from `scores`, which must
+// be L1 sums (sum of p): mass(l, h_kv, s) = sum over the group's query heads of the raw score,
+// no pooling, no spans (it measures what evicting the KV takes away from the observing
+// queries, not how important its neighbourhood is). Merged as write_prefill_metrics merges.
+void write_prefill_mass(PagedKvCache& cache, SequenceId seq, const ObservationScores& scores,
+                        int32_t group_size, MetricMerge merge = MetricMerge::kMax);
+
 // Maximum tokens of one word span: a whitespace-free run longer than this (a long URL, a base64
 // blob) is split into spans of this many tokens, so no span can hold the whole prompt.
 inline constexpr int32_t kMaxWordSpan = 32;

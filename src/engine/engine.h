@@ -57,6 +57,12 @@ struct EngineConfig {
 // Resolves zeros in `config` against the model (context length, blocks for a full context).
 EngineConfig resolve_engine_config(const ModelConfig& model, EngineConfig config);
 
+// What a compression setting's prefill must observe, last_position unset: [] for settings
+// that read no metric, else the policy's observation, then the same queries' L1 sums when
+// the marginal-error rule needs the KVs' attention mass and the policy's own sums are not
+// L1 already (PlannerOptions::marginal_error).
+std::vector<ObservationOptions> observations_read(const CompressionConfig& c);
+
 // Counters since start and the state now (a copy; safe from any thread).
 struct EngineMetrics {
   int64_t running = 0;

@@ -46,6 +46,7 @@ struct Engine::Sequence {
   // Observers of the prompt: the policy's own first (when it reads a metric), then extras.
   std::vector<ObservationOptions> observers;
   int32_t policy_observer = -1;
+  int32_t mass_observer = -1;     // the observer whose L1 sums become the KVs' mass, or -1
   std::vector<float> observation;  // [observers, n_layer, n_head, prompt_len]
   std::vector<int32_t> word_spans;  // [prompt_len] span starts, once a word-span policy asked
 

@@ -21,14 +21,29 @@ bool same_observer(const ObservationOptions& a, const ObservationOptions& b) {
          (a.full ? a.buffer == b.buffer : a.window == b.window);
 }
 
-// The observation a policy reads after prefill, or kNone for policies that read no metric.
-ObservationOptions policy_observer(const CompressionConfig& c, int32_t last_position) {
-  if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) return {};
-  return ObservationOptions{c.metric, c.observation_window, last_position, c.full_observation,
-                            c.observation_buffer};
+// The index of the observer equal to `o` in `observers`, or -1.
+int32_t find_observer(const std::vector<ObservationOptions>& observers,
+                      const ObservationOptions& o) {
+  for (size_t i = 0; i < observers.size(); ++i) {
+    if (same_observer(observers[i], o)) return static_cast<int32_t>(i);
+  }
+  return -1;
 }
 
 }  // namespace
+
+std::vector<ObservationOptions> observations_read(const CompressionConfig& c) {
+  if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) return {};
+  std::vector<ObservationOptions> out{ObservationOptions{
+      c.metric, c.observation_window, -1, c.full_observation, c.observation_buffer}};
+  if (c.policy == KvPolicy::kKvCompress && c.planner.marginal_error &&
+      c.metric != MetricAccumulation::kAbsolute) {
+    ObservationOptions mass = out[0];
+    mass.kind = MetricAccumulation::kAbsolute;
+    out.push_back(mass);
+  }
+  return out;
+}
 
 void Engine::start_sequence(Sequence& s) {
   const ModelConfig& mc = model_.config();
@@ -44,15 +59,17 @@ void Engine::start_sequence(Sequence& s) {
     s.compress_at = s.prompt_len;
     s.logits = p.logits;
     s.observers = p.observers;  // post_prefill reads the parent's observation itself
-    const ObservationOptions own = policy_observer(s.compression, s.prompt_len - 1);
-    s.policy_observer = -1;
-    for (size_t i = 0; i < s.observers.size() && own.kind != MetricAccumulation::kNone; ++i) {
-      if (same_observer(s.observers[i], own)) s.policy_observer = static_cast<int32_t>(i);
+    const std::vector<ObservationOptions> own = observations_read(s.compression);
+    std::vector<int32_t> found;
+    for (const ObservationOptions& o : own) {
+      found.push_back(find_observer(s.observers, o));
+      if (found.back() < 0) {
+        fail("fork: the parent did not record the observation policy {} reads",
+             policy_info(s.compression.policy).name);
+      }
     }
-    if (own.kind != MetricAccumulation::kNone && s.policy_observer < 0) {
-      fail("fork: the parent did not record the observation policy {} reads",
-           policy_info(s.compression.policy).name);
-    }
+    s.policy_observer = found.empty() ? -1 : found[0];
+    s.mass_observer = found.size() > 1 ? found[1] : -1;
     s.scheduled = Clock::now();
     s.was_scheduled = true;
     return;
@@ -63,15 +80,18 @@ void Engine::start_sequence(Sequence& s) {
   s.forced_done = 0;
   s.observers.clear();
   s.policy_observer = -1;
+  s.mass_observer = -1;
   // With compression during prefill the policy's window observes the end of each chunk.
   s.compress_at = s.compression.compresses_during_prefill()
                       ? std::min(s.prompt_len, s.compression.compress_chunk)
                       : s.prompt_len;
-  const ObservationOptions own = policy_observer(s.compression, s.compress_at - 1);
-  if (own.kind != MetricAccumulation::kNone) {
-    s.policy_observer = 0;
-    s.observers.push_back(own);
+  const std::vector<ObservationOptions> own = observations_read(s.compression);
+  for (ObservationOptions o : own) {
+    o.last_position = s.compress_at - 1;
+    s.observers.push_back(o);
   }
+  s.policy_observer = own.empty() ? -1 : 0;
+  s.mass_observer = own.size() > 1 ? 1 : -1;
   for (ObservationOptions o : s.request.extra_observers) {
     o.last_position = s.prompt_len - 1;
     s.observers.push_back(o);
@@ -217,13 +237,24 @@ void Engine::write_observed_metrics(Sequence& s, bool final_pass) {
   if (s.compression.word_spans && owner.word_spans.empty()) {
     owner.word_spans = prompt_word_spans(model_.tokenizer(), owner.request.prompt);
   }
+  const MetricMerge merge = s.compression.full_observation ? MetricMerge::kAdd
+                            : final_pass                   ? MetricMerge::kReplace
+                                                           : MetricMerge::kMax;
   write_prefill_metrics(
       cache_, s.cache_seq, scores, s.compression.group_size,
       s.compression.full_observation ? 1 : s.compression.pool_kernel,
       s.compression.word_spans ? std::span<const int32_t>(owner.word_spans) : std::span<const int32_t>(),
-      s.compression.full_observation ? MetricMerge::kAdd
-      : final_pass                   ? MetricMerge::kReplace
-                                     : MetricMerge::kMax);
+      merge);
+  // The KVs' attention mass: L1 sums (the policy's own when its metric is L1).
+  const int32_t mass_from = s.mass_observer >= 0 ? s.mass_observer
+                            : s.compression.metric == MetricAccumulation::kAbsolute
+                                ? s.policy_observer
+                                : -1;
+  if (mass_from >= 0) {
+    const ObservationScores mass{observation.data() + mass_from * per_observer, mc.n_layer,
+                                 mc.n_head, s.prompt_len};
+    write_prefill_mass(cache_, s.cache_seq, mass, s.compression.group_size, merge);
+  }
 }
 
 void Engine::compress_prefill_chunk(Sequence& s) {
@@ -233,8 +264,8 @@ void Engine::compress_prefill_chunk(Sequence& s) {
   // (its scores meet the metric this pass left, docs/design.md §5).
   std::fill(s.observation.begin(), s.observation.end(), 0.0f);
   s.compress_at = std::min(s.prompt_len, s.n_computed + s.compression.compress_chunk);
-  if (s.policy_observer >= 0) {
-    s.observers[static_cast<size_t>(s.policy_observer)].last_position = s.compress_at - 1;
+  for (const int32_t o : {s.policy_observer, s.mass_observer}) {
+    if (o >= 0) s.observers[static_cast<size_t>(o)].last_position = s.compress_at - 1;
   }
   update_reservation(s);
 }

@@ -149,15 +149,14 @@ std::vector<ObservationOptions> observers_of(std::span<const PolicyVariant> vari
   std::vector<ObservationOptions> out;
   for (const PolicyVariant& v : variants) {
     const CompressionConfig& c = v.config;
-    if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) continue;
     if (c.compresses_during_prefill()) continue;  // prefills on its own
-    const ObservationOptions o{c.metric, c.observation_window, -1, c.full_observation,
-                               c.observation_buffer};
-    const bool known = std::any_of(out.begin(), out.end(), [&](const ObservationOptions& x) {
-      return x.kind == o.kind && x.full == o.full &&
-             (o.full ? x.buffer == o.buffer : x.window == o.window);
-    });
-    if (!known) out.push_back(o);
+    for (const ObservationOptions& o : observations_read(c)) {
+      const bool known = std::any_of(out.begin(), out.end(), [&](const ObservationOptions& x) {
+        return x.kind == o.kind && x.full == o.full &&
+               (o.full ? x.buffer == o.buffer : x.window == o.window);
+      });
+      if (!known) out.push_back(o);
+    }
   }
   return out;
 }

@@ -20,6 +20,9 @@ constexpr VariantName kAblations[] = {
     {"kvcompress-words", "KV-Compress scoring each whitespace-delimited word by its best token"},
     {"kvcompress-words-floor",
      "kvcompress-words where every head first keeps its top 0.2 x C KVs (Ada-KV's safeguard)"},
+    {"kvcompress-err",
+     "KV-Compress giving up blocks by marginal error (metric + renormalization of lost mass)"},
+    {"kvcompress-words-err", "kvcompress-words giving up blocks by marginal error"},
 };
 
 }  // namespace
@@ -76,6 +79,7 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   if (name == "kvcompress-full") v.config.full_observation = true;
   if (name.starts_with("kvcompress-words")) v.config.word_spans = true;
   if (name == "kvcompress-words-floor") v.config.planner.head_floor = 0.2;
+  if (name.ends_with("-err")) v.config.planner.marginal_error = true;
   apply_policy_defaults(v.config);
   v.config.compress_chunk = chunk;
   v.config.chunk_budget_factor = factor;

@@ -102,16 +102,20 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
     }
     if (accumulation == MetricAccumulation::kNone || pool.metric == nullptr) continue;
     for (int32_t j0 = 0; j0 < n; j0 += pool.block_size) {  // one block at a time
-      float* metric = pool.metric + static_cast<int64_t>(row.block_table[j0 / pool.block_size]) *
-                                        pool.block_size;
+      const int64_t first =
+          static_cast<int64_t>(row.block_table[j0 / pool.block_size]) * pool.block_size;
+      float* metric = pool.metric + first;
+      float* mass = pool.mass != nullptr ? pool.mass + first : nullptr;
       const int32_t count = std::min(pool.block_size, n - j0);
       for (int32_t i = 0; i < count; ++i) {
-        float add = 0.0f;
+        float add = 0.0f, add_mass = 0.0f;
         for (int32_t g = 0; g < group; ++g) {
           const float p = scratch[static_cast<int64_t>(g) * n + j0 + i];
           add += accumulation == MetricAccumulation::kSquared ? p * p : p;
+          add_mass += p;
         }
         metric[i] += add;
+        if (mass != nullptr) mass[i] += add_mass;
       }
     }
   }

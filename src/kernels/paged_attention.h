@@ -37,6 +37,9 @@ struct PagedKvPool {
   void* v = nullptr;                  // [num_blocks * block_size] slot rows of row_bytes
   int32_t* positions = nullptr;       // [num_blocks, block_size]
   float* metric = nullptr;            // [num_blocks, block_size], may be null
+  // Attention mass seen by each slot (the sum of p, whatever the metric sums): the second sum
+  // of the marginal-error eviction rule (compress/kvcompress_planner.h). May be null.
+  float* mass = nullptr;              // [num_blocks, block_size]
   int32_t block_size = 16;
   int32_t head_dim = 0;
   KvStorageType storage = KvStorageType::kF16;
@@ -69,7 +72,8 @@ struct GroupQueries {
 // last query, [group, row.length] (0 for masked slots): prefill metrics are read from there.
 // scale: usually 1/sqrt(head_dim).
 // With accumulation != kNone, each query's probabilities (summed over the group) are added
-// to pool.metric of the slots it attends (decode-time metric of KV-Compress).
+// to pool.metric of the slots it attends (decode-time metric of KV-Compress; squared for
+// kSquared), and their plain sum to pool.mass when it is set.
 // Each query runs the decode kernel (scores, exact softmax, values: three passes over the row
 // with the rows ahead prefetched), whose AVX2 and AVX-512 builds give the same bits
 // (kernels/cpu/x86_tile_helpers.h); shapes they do not take run the reference.

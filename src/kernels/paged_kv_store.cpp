@@ -47,6 +47,7 @@ void paged_kv_store(const PagedKvPool& pool, const PagedHeadRow& row, int32_t fi
         break;
     }
     if (pool.metric != nullptr) pool.metric[slot] = 0.0f;
+    if (pool.mass != nullptr) pool.mass[slot] = 0.0f;
     pool.positions[slot] = positions[i];
   }
 }

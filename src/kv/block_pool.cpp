@@ -17,6 +17,7 @@ BlockPool::BlockPool(const BlockPoolConfig& config)
   k_ = HugePageBuffer(slots * row_bytes_);
   v_ = HugePageBuffer(slots * row_bytes_);
   metric_.resize(slots);
+  mass_.resize(slots);
   positions_.resize(slots);
   free_.reserve(static_cast<size_t>(config.num_blocks));
   on_free_list_.assign(static_cast<size_t>(config.num_blocks), 1);
@@ -29,7 +30,7 @@ BlockPool::BlockPool(const BlockPoolConfig& config)
 
 size_t BlockPool::block_bytes() const {
   return static_cast<size_t>(config_.block_size) *
-         (2 * row_bytes_ + sizeof(float) + sizeof(int32_t));
+         (2 * row_bytes_ + 2 * sizeof(float) + sizeof(int32_t));
 }
 
 int32_t BlockPool::allocate() {
@@ -54,6 +55,7 @@ PagedKvPool BlockPool::view() {
   pool.v = v_.data();
   pool.positions = positions_.data();
   pool.metric = metric_.data();
+  pool.mass = mass_.data();
   pool.block_size = config_.block_size;
   pool.head_dim = config_.head_dim;
   pool.storage = config_.storage;
@@ -91,6 +93,7 @@ void BlockPool::poison_slot(int64_t slot) {
     for (int32_t i = 0; i < d; ++i) k[i] = v[i] = std::numeric_limits<float>::quiet_NaN();
   }
   metric_[static_cast<size_t>(slot)] = std::numeric_limits<float>::quiet_NaN();
+  mass_[static_cast<size_t>(slot)] = std::numeric_limits<float>::quiet_NaN();
   positions_[static_cast<size_t>(slot)] = std::numeric_limits<int32_t>::min();
 }
 

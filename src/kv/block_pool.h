@@ -40,7 +40,7 @@ class BlockPool {
   int32_t head_dim() const { return config_.head_dim; }
   KvStorageType storage() const { return config_.storage; }
 
-  // Bytes of one block: K + V + metric + position for block_size slots.
+  // Bytes of one block: K + V + metric + mass + position for block_size slots.
   size_t block_bytes() const;
   // Bytes of one slot's K (or V) row: kv_row_bytes(storage, head_dim).
   size_t row_bytes() const { return row_bytes_; }
@@ -51,16 +51,18 @@ class BlockPool {
   uint8_t* k_slot(int64_t slot) { return k_.data() + slot * row_bytes_; }
   uint8_t* v_slot(int64_t slot) { return v_.data() + slot * row_bytes_; }
   float* metric() { return metric_.data(); }
+  float* mass() { return mass_.data(); }
   int32_t* positions() { return positions_.data(); }
   // Read-only views of the same slots (planners and tests read through a const cache).
   const uint8_t* k_slot(int64_t slot) const { return k_.data() + slot * row_bytes_; }
   const uint8_t* v_slot(int64_t slot) const { return v_.data() + slot * row_bytes_; }
   const float* metric() const { return metric_.data(); }
+  const float* mass() const { return mass_.data(); }
   const int32_t* positions() const { return positions_.data(); }
 
   bool is_free(int32_t block) const { return on_free_list_[static_cast<size_t>(block)] != 0; }
 
-  // Marks one slot unreadable (NaN K/V/metric, INT32_MIN position) when poison_freed is on:
+  // Marks one slot unreadable (NaN K/V/metric/mass, INT32_MIN position) when poison_freed is on:
   // freed blocks, and dead slots past a row's length after compaction.
   void poison_slot(int64_t slot);
 
@@ -72,6 +74,7 @@ class BlockPool {
   HugePageBuffer k_;                // [num_blocks * block_size] slot rows of row_bytes_
   HugePageBuffer v_;                // [num_blocks * block_size] slot rows of row_bytes_
   std::vector<float> metric_;       // [num_blocks, block_size]
+  std::vector<float> mass_;         // [num_blocks, block_size] (PagedKvPool::mass)
   std::vector<int32_t> positions_;  // [num_blocks, block_size]
   std::vector<int32_t> free_;       // stack of free block ids
   std::vector<uint8_t> on_free_list_;  // [num_blocks] 1 when free (double-free detection)

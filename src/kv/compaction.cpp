@@ -74,6 +74,7 @@ void apply_compaction(PagedKvCache& cache, const CompactionPlan& plan) {
   BlockPool& pool = cache.pool();
   const size_t kv_bytes = pool.row_bytes();
   float* metric = pool.metric();
+  float* mass = pool.mass();
   int32_t* positions = pool.positions();
   for (const RowCompaction& rc : plan.rows) {
     const HeadRow& r = cache.row(plan.seq, rc.layer, rc.kv_head);
@@ -84,6 +85,7 @@ void apply_compaction(PagedKvCache& cache, const CompactionPlan& plan) {
       std::memcpy(pool.k_slot(to), pool.k_slot(from), kv_bytes);
       std::memcpy(pool.v_slot(to), pool.v_slot(from), kv_bytes);
       metric[to] = metric[from];
+      mass[to] = mass[from];
       positions[to] = positions[from];
     }
     // Dead slots that stay owned: the tail of the new last block. The blocks past it are

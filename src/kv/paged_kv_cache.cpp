@@ -53,6 +53,7 @@ SequenceId PagedKvCache::copy_sequence(SequenceId src) {
       std::memcpy(pool_.v_slot(block * bs), pool_.v_slot(src_block * bs), kv_bytes);
       std::memcpy(pool_.metric() + block * bs, pool_.metric() + src_block * bs,
                   bs * sizeof(float));
+      std::memcpy(pool_.mass() + block * bs, pool_.mass() + src_block * bs, bs * sizeof(float));
       std::memcpy(pool_.positions() + block * bs, pool_.positions() + src_block * bs,
                   bs * sizeof(int32_t));
     }

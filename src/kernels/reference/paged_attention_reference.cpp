@@ -90,12 +90,14 @@ void paged_attention(const PagedKvPool& pool, const PagedHeadRow& row, const Gro
     if (accumulation != MetricAccumulation::kNone && pool.metric != nullptr) {
       for (int32_t s = 0; s < n; ++s) {
         const int64_t slot = slot_of(pool, row, s);
-        float add = 0.0f;
+        float add = 0.0f, add_mass = 0.0f;
         for (int32_t g = 0; g < queries.group; ++g) {
           const float p = scratch[static_cast<int64_t>(g) * n + s];
           add += accumulation == MetricAccumulation::kSquared ? p * p : p;
+          add_mass += p;
         }
         pool.metric[slot] += add;
+        if (pool.mass != nullptr) pool.mass[slot] += add_mass;
       }
     }
   }
