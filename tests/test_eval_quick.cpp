@@ -241,6 +241,17 @@ TEST_F(EvalQuick, CompareLogitsMatchesHandComputedValues) {
   EXPECT_TRUE(compare_logits(ref, ref, 1).same_top1);
 }
 
+TEST(PolicyVariants, MarginalErrorFromTheBaseReachesKvCompressVariantsOnly) {
+  // `kvc eval --marginal-error --policies auto,snapkv`: the rule is KV-Compress's.
+  CompressionConfig marginal;
+  marginal.planner.marginal_error = true;
+  EXPECT_TRUE(make_policy_variant("auto", marginal).config.planner.marginal_error);
+  EXPECT_TRUE(make_policy_variant("kvcompress-l1", marginal).config.planner.marginal_error);
+  EXPECT_FALSE(make_policy_variant("snapkv", marginal).config.planner.marginal_error);
+  const CompressionConfig paper = make_policy_variant("kvcompress", CompressionConfig{}).config;
+  EXPECT_FALSE(paper.planner.marginal_error);
+}
+
 TEST_F(EvalQuick, BadSettingsAreRejectedWithAMessage) {
   EvalSettings s = quick_settings({64});
   s.tasks = {"no_such_task"};

@@ -80,6 +80,9 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   if (name.starts_with("kvcompress-words")) v.config.word_spans = true;
   if (name == "kvcompress-words-floor") v.config.planner.head_floor = 0.2;
   if (name.ends_with("-err")) v.config.planner.marginal_error = true;
+  // `kvc eval --marginal-error` sets the rule for every KV-Compress variant; the baselines
+  // have their own rules and ignore it.
+  if (v.config.policy != KvPolicy::kKvCompress) v.config.planner.marginal_error = false;
   apply_policy_defaults(v.config);
   v.config.compress_chunk = chunk;
   v.config.chunk_budget_factor = factor;
