@@ -127,10 +127,10 @@ int64_t select_by_marginal_error(const PagedKvCache& cache, const std::vector<co
       return static_cast<int64_t>(row.blocks[s / bs]) * bs + s % bs;
     };
     double m_row = 0.0, a_row = 0.0;
-    for (int32_t s = 0; s < row.length; ++s) {
-      m_row += finite_or_zero(metric[physical(s)]);
-      a_row += finite_or_zero(mass[physical(s)]);
-    }
+    for_each_slot(row, bs, [&](int32_t, int64_t p) {
+      m_row += finite_or_zero(metric[p]);
+      a_row += finite_or_zero(mass[p]);
+    });
     const uint64_t* keys = sorted + kv_offset[r];
     double m_e = 0.0, a_e = 0.0;
     int32_t taken = 0;
@@ -273,7 +273,6 @@ EvictionPlan plan_kvcompress_eviction(const PagedKvCache& cache, SequenceId seq,
   } else {
     n_free = select_by_key(by_row.get(), block_offset, n_candidates, to_free, freed_per_row);
   }
-
 
   // Each row evicts the first hanging + (e-1)*bs entries of its sorted order, listed in slot
   // order via a mark per slot.

@@ -62,6 +62,9 @@ EngineConfig resolve_engine_config(const ModelConfig& model, EngineConfig config
 // the marginal-error rule needs the KVs' attention mass and the policy's own sums are not
 // L1 already (PlannerOptions::marginal_error).
 std::vector<ObservationOptions> observations_read(const CompressionConfig& c);
+// True when two observers record the same sums (last_position aside): one prefill's
+// observation then serves both.
+bool same_observer(const ObservationOptions& a, const ObservationOptions& b);
 
 // Counters since start and the state now (a copy; safe from any thread).
 struct EngineMetrics {

@@ -16,11 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool same_observer(const ObservationOptions& a, const ObservationOptions& b) {
-  return a.kind == b.kind && a.full == b.full &&
-         (a.full ? a.buffer == b.buffer : a.window == b.window);
-}
-
 // The index of the observer equal to `o` in `observers`, or -1.
 int32_t find_observer(const std::vector<ObservationOptions>& observers,
                       const ObservationOptions& o) {
@@ -31,6 +26,11 @@ int32_t find_observer(const std::vector<ObservationOptions>& observers,
 }
 
 }  // namespace
+
+bool same_observer(const ObservationOptions& a, const ObservationOptions& b) {
+  return a.kind == b.kind && a.full == b.full &&
+         (a.full ? a.buffer == b.buffer : a.window == b.window);
+}
 
 std::vector<ObservationOptions> observations_read(const CompressionConfig& c) {
   if (!c.compresses() || policy_info(c.policy).metric == MetricAccumulation::kNone) return {};
@@ -132,6 +132,7 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
     b.per_query = s.decoding();
     b.metric = b.per_query && s.compression.compresses() ? s.compression.metric
                                                           : MetricAccumulation::kNone;
+    b.accumulate_mass = s.compression.planner.marginal_error;
     if (!s.prompt_done && !s.observers.empty()) {
       b.observers = s.observers.data();
       b.n_observers = static_cast<int32_t>(s.observers.size());
@@ -245,12 +246,10 @@ void Engine::write_observed_metrics(Sequence& s, bool final_pass) {
       s.compression.full_observation ? 1 : s.compression.pool_kernel,
       s.compression.word_spans ? std::span<const int32_t>(owner.word_spans) : std::span<const int32_t>(),
       merge);
-  // The KVs' attention mass: L1 sums (the policy's own when its metric is L1).
-  const int32_t mass_from = s.mass_observer >= 0 ? s.mass_observer
-                            : s.compression.metric == MetricAccumulation::kAbsolute
-                                ? s.policy_observer
-                                : -1;
-  if (mass_from >= 0) {
+  // The KVs' attention mass, for the marginal-error rule that reads it: L1 sums (the policy's
+  // own when its metric is L1, observations_read).
+  if (s.compression.planner.marginal_error) {
+    const int32_t mass_from = s.mass_observer >= 0 ? s.mass_observer : s.policy_observer;
     const ObservationScores mass{observation.data() + mass_from * per_observer, mc.n_layer,
                                  mc.n_head, s.prompt_len};
     write_prefill_mass(cache_, s.cache_seq, mass, s.compression.group_size, merge);

@@ -152,8 +152,7 @@ std::vector<ObservationOptions> observers_of(std::span<const PolicyVariant> vari
     if (c.compresses_during_prefill()) continue;  // prefills on its own
     for (const ObservationOptions& o : observations_read(c)) {
       const bool known = std::any_of(out.begin(), out.end(), [&](const ObservationOptions& x) {
-        return x.kind == o.kind && x.full == o.full &&
-               (o.full ? x.buffer == o.buffer : x.window == o.window);
+        return same_observer(x, o);
       });
       if (!known) out.push_back(o);
     }

@@ -175,11 +175,13 @@ void ForwardPass::attention(const PagedKvPool& pool, const ForwardBatch& batch, 
       return;
     }
     queries.n_query = 1;
+    PagedKvPool unit_pool = pool;
+    if (!s.accumulate_mass) unit_pool.mass = nullptr;
     for (int32_t t = u.first; t < u.first + u.count; ++t) {
       queries.q = q_.data() + t * q_dim + head_offset;
       queries.positions = batch.positions.data() + t;
       // An observe-only unit's outputs come from the tiles; this pass is for the observers.
-      paged_attention(pool, row, queries, scale, s.metric,
+      paged_attention(unit_pool, row, queries, scale, s.metric,
                       u.observe_only ? discard : attn_.data() + t * q_dim + head_offset, q_dim,
                       scratch);
       for (int32_t o = 0; o < s.n_observers; ++o) {

@@ -42,6 +42,9 @@ struct BatchSequence {
   // that kept everything bit-identical. Otherwise query tiles (prefill, teacher forcing).
   bool per_query = false;
   MetricAccumulation metric = MetricAccumulation::kNone;  // decode-time accumulation (per_query)
+  // With metric: also add p to PagedKvPool::mass (read by the marginal-error rule only;
+  // otherwise the kernels leave the mass alone).
+  bool accumulate_mass = false;
   // Observers of this sequence's prefill: observer o records into
   //   observation + ((o * n_layer + layer) * n_head + query_head) * observation_stride + slot.
   const ObservationOptions* observers = nullptr;  // [n_observers]
