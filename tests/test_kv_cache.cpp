@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <set>
+#include <vector>
 
 #include "kv/paged_kv_cache.h"
 #include "util/fp16.h"
@@ -50,6 +52,60 @@ TEST(HugePageBuffer, IsZeroedAlignedAndCopiedDeep) {
   c = a;
   EXPECT_EQ(c.data()[123], 7);
   EXPECT_EQ(HugePageBuffer(0).data(), nullptr);
+}
+
+// Allocation takes the lowest free id whatever the order of earlier releases: checked against a
+// std::set over 20,000 random allocations and releases, pool sizes around the 64-bit words.
+TEST(BlockPool, AllocatesTheLowestFreeBlockLikeASortedSet) {
+  std::mt19937 rng(5);
+  for (const int32_t n : {0, 1, 63, 64, 65, 200}) {
+    BlockPool pool(BlockPoolConfig{n, 4, 8, KvStorageType::kF16, false});
+    std::set<int32_t> free_ids;
+    for (int32_t b = 0; b < n; ++b) free_ids.insert(b);
+    std::vector<int32_t> taken;
+    for (int32_t step = 0; step < 20000 / 6; ++step) {
+      if (taken.empty() && free_ids.empty()) break;  // the empty pool
+      if (taken.empty() || (rng() % 3 != 0 && !free_ids.empty())) {
+        const int32_t b = pool.allocate();
+        ASSERT_EQ(b, *free_ids.begin()) << "n=" << n << " step=" << step;
+        free_ids.erase(free_ids.begin());
+        taken.push_back(b);
+      } else {
+        const size_t i = rng() % taken.size();
+        pool.release(taken[i]);
+        free_ids.insert(taken[i]);
+        taken[i] = taken.back();
+        taken.pop_back();
+      }
+      ASSERT_EQ(pool.free_blocks(), static_cast<int32_t>(free_ids.size()));
+      for (const int32_t b : taken) ASSERT_FALSE(pool.is_free(b));
+    }
+    while (!free_ids.empty()) {
+      ASSERT_EQ(pool.allocate(), *free_ids.begin());
+      free_ids.erase(free_ids.begin());
+    }
+    EXPECT_EQ(pool.allocate(), -1);
+    EXPECT_EQ(pool.free_blocks(), 0);
+  }
+}
+
+// After a sequence has come and gone, the next one's rows again get rising block ids (decode
+// attention streams each row's blocks in order; falling addresses halved its speed).
+TEST(PagedKvCache, RowsOfARecycledPoolGetRisingBlocks) {
+  PagedKvCache cache(small_config(64));
+  const SequenceId first = cache.add_sequence();
+  append_tokens(cache, first, 20, 0);  // 5 blocks per row, handed out chunk by chunk
+  cache.remove_sequence(first);
+  const SequenceId second = cache.add_sequence();
+  for (int32_t start = 0; start < 20; start += 4) append_tokens(cache, second, 4, start);
+  for (int32_t l = 0; l < 2; ++l) {
+    for (int32_t h = 0; h < 3; ++h) {
+      const std::vector<int32_t>& blocks = cache.row(second, l, h).blocks;
+      ASSERT_EQ(blocks.size(), 5u);
+      for (size_t i = 1; i < blocks.size(); ++i) EXPECT_LT(blocks[i - 1], blocks[i]);
+    }
+  }
+  cache.check_invariants();
 }
 
 TEST(PagedKvCache, RowsOwnCeilLengthOverBlockSizeBlocks) {

@@ -1,5 +1,7 @@
 #include "kv/block_pool.h"
 
+#include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
 
@@ -19,13 +21,11 @@ BlockPool::BlockPool(const BlockPoolConfig& config)
   metric_.resize(slots);
   mass_.resize(slots);
   positions_.resize(slots);
-  free_.reserve(static_cast<size_t>(config.num_blocks));
-  on_free_list_.assign(static_cast<size_t>(config.num_blocks), 1);
-  // Lowest ids on top of the stack: allocation order is deterministic and easy to read in tests.
-  for (int32_t b = config.num_blocks - 1; b >= 0; --b) {
-    free_.push_back(b);
-    poison(b);
-  }
+  free_bits_.assign((static_cast<size_t>(config.num_blocks) + 63) / 64, ~uint64_t{0});
+  const int32_t tail = config.num_blocks % 64;  // ids past num_blocks never look free
+  if (tail != 0) free_bits_.back() = (uint64_t{1} << tail) - 1;
+  n_free_ = config.num_blocks;
+  for (int32_t b = 0; b < config.num_blocks; ++b) poison(b);
 }
 
 size_t BlockPool::block_bytes() const {
@@ -34,18 +34,22 @@ size_t BlockPool::block_bytes() const {
 }
 
 int32_t BlockPool::allocate() {
-  if (free_.empty()) return -1;
-  const int32_t block = free_.back();
-  free_.pop_back();
-  on_free_list_[static_cast<size_t>(block)] = 0;
+  if (n_free_ == 0) return -1;
+  while (free_bits_[first_word_] == 0) ++first_word_;  // a free block lies at or above it
+  uint64_t& word = free_bits_[first_word_];
+  const auto block = static_cast<int32_t>(first_word_ * 64 + std::countr_zero(word));
+  word &= word - 1;
+  --n_free_;
   return block;
 }
 
 void BlockPool::release(int32_t block) {
   KVC_ASSERT(block >= 0 && block < config_.num_blocks);
   KVC_ASSERT(!is_free(block));  // double free
-  on_free_list_[static_cast<size_t>(block)] = 1;
-  free_.push_back(block);
+  const size_t w = static_cast<size_t>(block) / 64;
+  free_bits_[w] |= uint64_t{1} << (block % 64);
+  first_word_ = std::min(first_word_, w);
+  ++n_free_;
   poison(block);
 }
 
