@@ -143,6 +143,7 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     if (!policy->is_string()) bad("kv_policy", "'kv_policy' must be a string");
     try {
       c.word_spans = false;  // a named policy runs as named; "auto" sets its own settings
+      c.planner.marginal_error = false;
       set_policy(c, policy->get<std::string>());
     } catch (const Error& e) {
       bad("kv_policy", e.what());
@@ -171,6 +172,7 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
       get_int(body, "compress_chunk", c.compress_chunk, 0, 1 << 24));
   c.chunk_budget_factor =
       get_number(body, "chunk_budget_factor", c.chunk_budget_factor, 1.0, 1e6);
+  c.planner.marginal_error = get_bool(body, "marginal_error", c.planner.marginal_error);
   if (get_bool(body, "compress_once", false)) {
     c.continual = false;
     c.interval = 0;
@@ -182,6 +184,10 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     set_policy(c, kAutoPolicy);  // a budget without a policy: the recommended setting
     c.metric = MetricAccumulation::kSquared;
     c.full_observation = false;
+  }
+  if (c.planner.marginal_error && c.policy != KvPolicy::kKvCompress) {
+    bad("marginal_error", fmt::format("'marginal_error' applies to kv_policy kvcompress and auto "
+                                      "only, not {}", policy_info(c.policy).name));
   }
   try {
     validate_compression_config(c);

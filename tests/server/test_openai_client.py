@@ -154,6 +154,17 @@ class OpenAIClientTest(unittest.TestCase):
             self.server.client().completions.create(
                 model=self.model(), prompt="x", max_tokens=2,
                 extra_body={"kv_policy": "full", "max_cache_tokens": 32})
+        # marginal_error: the kvcompress rule of docs/design.md §3, reported in the policy;
+        # any other policy refuses it.
+        c = self.server.client().completions.create(
+            model=self.model(), prompt="word " * 200, max_tokens=4, temperature=0,
+            extra_body={"kv_policy": "auto", "max_cache_tokens": 32, "marginal_error": True})
+        self.assertIn("marginal error", c.model_extra["kv_compression"]["policy"])
+        with self.assertRaises(openai.BadRequestError) as e:
+            self.server.client().completions.create(
+                model=self.model(), prompt="x", max_tokens=2,
+                extra_body={"kv_policy": "snapkv", "max_cache_tokens": 32, "marginal_error": True})
+        self.assertEqual(e.exception.body["param"], "marginal_error")
 
     def test_streaming_matches_non_streaming(self):
         client = self.server.client()
@@ -216,6 +227,7 @@ class OpenAIClientTest(unittest.TestCase):
         fields = ["max_tokens", "temperature", "top_p", "top_k", "seed", "stream", "stop",
                   "prompt", "model", "n", "kv_policy", "max_cache_tokens", "compression_rate",
                   "protected_window", "compress_once", "compress_chunk", "chunk_budget_factor", "messages",
+                  "marginal_error",
                   "stream_options"]
         bodies = [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"prompt": "a"' * 50,
                   json.dumps({"model": "nope", "prompt": "x"}).encode(),
