@@ -21,7 +21,8 @@ namespace {
 std::vector<float> row_metric(const std::vector<int32_t>& positions, const std::vector<float>& raw,
                               int32_t kernel, std::span<const int32_t> spans = {},
                               MetricMerge merge = MetricMerge::kMax,
-                              const std::vector<float>& before = {}) {
+                              const std::vector<float>& before = {},
+                              PoolReach reach = PoolReach::kBothSides) {
   const auto n = static_cast<int32_t>(positions.size());
   const int32_t bs = 4;
   PagedKvCache cache(KvCacheConfig{1, 1, 8, bs, 16, KvStorageType::kF32, true});
@@ -34,7 +35,7 @@ std::vector<float> row_metric(const std::vector<int32_t>& positions, const std::
   };
   for (int32_t s = 0; s < static_cast<int32_t>(before.size()); ++s) at(s) = before[s];
   const ObservationScores scores{raw.data(), 1, 1, static_cast<int64_t>(raw.size())};
-  write_prefill_metrics(cache, seq, scores, 1, kernel, spans, merge);
+  write_prefill_metrics(cache, seq, scores, 1, kernel, spans, merge, reach);
   std::vector<float> out(static_cast<size_t>(n));
   for (int32_t s = 0; s < n; ++s) out[s] = at(s);
   return out;
@@ -47,6 +48,50 @@ TEST(PrefillMetrics, MaxPoolIsSamePaddedStrideOne) {
   EXPECT_EQ(row_metric(pos, in, 3), (std::vector<float>{5, 5, 5, 1, 0, 0, 9, 9, 9, 2}));
   EXPECT_EQ(row_metric(pos, in, 7), (std::vector<float>{5, 5, 5, 5, 9, 9, 9, 9, 9, 9}));
   EXPECT_EQ(row_metric(pos, in, 1), in);
+}
+
+// The successor pool: a KV takes the best of itself and the k/2 positions before it, so 5 and 9
+// reach forward only (hand-computed), and in a scrambled row it follows positions (naive
+// re-derivation over every pair, spans applied after it).
+TEST(PrefillMetrics, SuccessorPoolLendsScoresForwardOnly) {
+  const std::vector<float> in = {0, 5, 1, 0, 0, 0, 0, 9, 0, 2};
+  std::vector<int32_t> pos(in.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+  const auto succ = [&](const std::vector<int32_t>& p, const std::vector<float>& raw, int32_t k,
+                        std::span<const int32_t> spans = {}) {
+    return row_metric(p, raw, k, spans, MetricMerge::kMax, {}, PoolReach::kSuccessors);
+  };
+  EXPECT_EQ(succ(pos, in, 3), (std::vector<float>{0, 5, 5, 1, 0, 0, 0, 9, 9, 2}));
+  EXPECT_EQ(succ(pos, in, 7), (std::vector<float>{0, 5, 5, 5, 5, 1, 0, 9, 9, 9}));
+  EXPECT_EQ(succ(pos, in, 1), in);
+
+  const std::vector<int32_t> sp = {40, 3, 12, 5, 41, 0, 13, 44, 2, 30};
+  const std::vector<float> raw = {0.1f, 0.9f, 0.2f, 0.0f, 0.0f, 0.3f, 0.0f, 0.6f, 0.05f, 0.4f};
+  std::vector<int32_t> spans(50);
+  for (int32_t p = 0; p < 50; ++p) spans[p] = p;
+  for (int32_t p = 12; p < 20; ++p) spans[p] = 12;  // 12, 13: one word
+  for (const int32_t kernel : {3, 7}) {
+    std::vector<float> pooled(sp.size(), 0.0f), worded(sp.size(), 0.0f);
+    for (size_t s = 0; s < sp.size(); ++s) {
+      for (size_t t = 0; t < sp.size(); ++t) {
+        const int32_t back = sp[s] - sp[t];  // t lies `back` positions before s
+        if (back >= 0 && back <= kernel / 2) pooled[s] = std::max(pooled[s], raw[t]);
+      }
+    }
+    for (size_t s = 0; s < sp.size(); ++s) {
+      for (size_t t = 0; t < sp.size(); ++t) {
+        if (spans[sp[t]] == spans[sp[s]]) worded[s] = std::max(worded[s], pooled[t]);
+      }
+    }
+    EXPECT_EQ(succ(sp, raw, kernel), pooled) << kernel;
+    EXPECT_EQ(succ(sp, raw, kernel, spans), worded) << kernel;
+  }
+  // Position 3 (slot 1) scores 0.9: with kernel 7 it reaches position 5 (slot 3), two after
+  // it, but not position 2 (slot 8) before it, which takes position 0's 0.3 instead; position
+  // 0 (slot 5) has nothing before it and keeps its own 0.3.
+  EXPECT_EQ(succ(sp, raw, 7)[3], 0.9f);
+  EXPECT_EQ(succ(sp, raw, 7)[8], 0.3f);
+  EXPECT_EQ(succ(sp, raw, 7)[5], 0.3f);
 }
 
 // After compression between prefill chunks a row holds some positions in any slot order: the

@@ -151,6 +151,10 @@ void add_policy_tuning_options(CLI::App& app, CompressionOptions& o) {
                "Score each whitespace-delimited word of the prompt by its best token, so a number "
                "or identifier the observing queries point at is kept or evicted whole")
       ->group(group);
+  app.add_flag("--pool-successors", o.pool_successors,
+               "The window metric's max-pool reaches only the k/2 tokens after a strongly "
+               "attended KV, not those before it (the tokens copying heads read next)")
+      ->group(group);
   app.add_flag("--marginal-error", o.marginal_error,
                "kvcompress: give up blocks by the error they add (metric plus the cost of "
                "renormalizing the attention a head loses) instead of by metric alone "
@@ -182,6 +186,7 @@ CompressionConfig policy_tuning_config(const CompressionOptions& o) {
   c.pool_kernel = o.pool_kernel;
   c.word_spans = o.word_spans;
   c.planner.marginal_error = o.marginal_error;
+  c.pool_successors = o.pool_successors;
   c.streaming_sinks = o.streaming_sinks;
   c.random_seed = o.policy_seed;
   c.ada_safeguard = o.ada_safeguard;

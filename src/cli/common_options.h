@@ -48,6 +48,7 @@ struct CompressionOptions {
   int32_t pool_kernel = 7;
   bool word_spans = false;
   bool marginal_error = false;
+  bool pool_successors = false;
   bool no_continual = false;
   int32_t interval = 0;
   int32_t compress_chunk = 0;

@@ -133,12 +133,13 @@ std::string describe_policy(const CompressionConfig& c) {
   }
   const bool charged = c.charge_repeated_kvs &&
                        (c.policy == KvPolicy::kSnapKv || c.policy == KvPolicy::kPyramidKv);
-  return fmt::format("{}{} {} {}{}{}, {}, protected window {}, sinks {}", info.name,
+  return fmt::format("{}{} {} {}{}{}{}, {}, protected window {}, sinks {}", info.name,
                      charged ? fmt::format(" (charged x{})", c.group_size) : "",
                      c.metric == MetricAccumulation::kSquared ? "L2" : "L1",
                      c.full_observation ? "full observation"
                                         : fmt::format("window {} pool {}", c.observation_window,
                                                       c.pool_kernel),
+                     !c.full_observation && c.pool_successors ? " (successors)" : "",
                      c.word_spans ? " word spans" : "",
                      c.planner.marginal_error ? " marginal error" : "", describe(c.budget),
                      c.planner.protected_window, c.planner.sink_tokens);

@@ -30,6 +30,7 @@ struct CompressionConfig {
   // span it belongs to (a number, an identifier, a word split into pieces), so a span the
   // observing queries point at is kept or evicted whole (docs/design.md §2).
   bool word_spans = false;
+  bool pool_successors = false;    // the pool lends a score to the next k/2 positions only
   // Compression during prefill (docs/design.md §5): every `compress_chunk` prompt tokens the
   // chunk's last observation_window queries observe and the sequence is compressed back to
   // its budget, so a prompt only needs the budget plus one chunk of KV memory. 0: compress

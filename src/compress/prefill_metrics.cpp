@@ -20,12 +20,14 @@ std::vector<int32_t> word_span_starts(std::span<const uint8_t> begins_word) {
 
 void write_prefill_metrics(PagedKvCache& cache, SequenceId seq, const ObservationScores& scores,
                            int32_t group_size, int32_t pool_kernel,
-                           std::span<const int32_t> span_start, MetricMerge merge) {
+                           std::span<const int32_t> span_start, MetricMerge merge,
+                           PoolReach reach) {
   const KvCacheConfig& c = cache.config();
   KVC_ASSERT(scores.n_layer == c.n_layer && scores.n_head == c.n_head_kv * group_size);
   KVC_ASSERT(pool_kernel >= 1 && pool_kernel % 2 == 1);
   const int32_t bs = c.block_size;
   const int32_t half = pool_kernel / 2;
+  const int32_t after = reach == PoolReach::kSuccessors ? 0 : half;  // positions after a KV
   const int32_t* positions = cache.pool().positions();
   float* dst = cache.pool().metric();
   std::vector<int64_t> slot;    // [n] physical slot of each logical slot
@@ -61,7 +63,7 @@ void write_prefill_metrics(PagedKvCache& cache, SequenceId seq, const Observatio
           for (int32_t j = i - 1; j >= 0 && pos[i] - pos[j] <= half; --j) {
             m = std::max(m, raw[order[j]]);
           }
-          for (int32_t j = i + 1; j < n && pos[j] - pos[i] <= half; ++j) {
+          for (int32_t j = i + 1; j < n && pos[j] - pos[i] <= after; ++j) {
             m = std::max(m, raw[order[j]]);
           }
           pooled[i] = m;

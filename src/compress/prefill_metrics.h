@@ -34,6 +34,13 @@ namespace kvc {
 //         past, would otherwise outrank what the question points at).
 enum class MetricMerge : uint8_t { kMax, kAdd, kReplace };
 
+// Which neighbours the pool reaches. kBothSides: the k/2 positions on each side (the paper's
+// and SnapKV's max-pool). kSuccessors: only the k/2 positions before a KV, so a strongly
+// attended KV lends its score to the tokens right after it, which copying and induction heads
+// read next (the observing queries attend to where a value begins), and never to the tokens
+// before it.
+enum class PoolReach : uint8_t { kBothSides, kSuccessors };
+
 // Sets the metric of every KV of `seq` from `scores` (slot-indexed: the rows must not have
 // moved since observation). With span_start (one entry per prompt position: the first
 // position of its span), each query head's pooled scores are then raised to their span's
@@ -41,7 +48,8 @@ enum class MetricMerge : uint8_t { kMax, kAdd, kReplace };
 void write_prefill_metrics(PagedKvCache& cache, SequenceId seq, const ObservationScores& scores,
                            int32_t group_size, int32_t pool_kernel,
                            std::span<const int32_t> span_start = {},
-                           MetricMerge merge = MetricMerge::kMax);
+                           MetricMerge merge = MetricMerge::kMax,
+                           PoolReach reach = PoolReach::kBothSides);
 
 // Sets the attention mass of every KV of `seq` (PagedKvPool::mass) from `scores`, which must
 // be L1 sums (sum of p): mass(l, h_kv, s) = sum over the group's query heads of the raw score,

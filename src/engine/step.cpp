@@ -245,7 +245,7 @@ void Engine::write_observed_metrics(Sequence& s, bool final_pass) {
       cache_, s.cache_seq, scores, s.compression.group_size,
       s.compression.full_observation ? 1 : s.compression.pool_kernel,
       s.compression.word_spans ? std::span<const int32_t>(owner.word_spans) : std::span<const int32_t>(),
-      merge);
+      merge, s.compression.pool_successors ? PoolReach::kSuccessors : PoolReach::kBothSides);
   // The KVs' attention mass, for the marginal-error rule that reads it: L1 sums (the policy's
   // own when its metric is L1, observations_read).
   if (s.compression.planner.marginal_error) {

@@ -23,6 +23,8 @@ constexpr VariantName kAblations[] = {
     {"kvcompress-err",
      "KV-Compress giving up blocks by marginal error (metric + renormalization of lost mass)"},
     {"kvcompress-words-err", "kvcompress-words giving up blocks by marginal error"},
+    {"kvcompress-words-succ",
+     "kvcompress-words whose max-pool reaches only the tokens after an attended KV"},
 };
 
 }  // namespace
@@ -80,6 +82,7 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   if (name.starts_with("kvcompress-words")) v.config.word_spans = true;
   if (name == "kvcompress-words-floor") v.config.planner.head_floor = 0.2;
   if (name.ends_with("-err")) v.config.planner.marginal_error = true;
+  if (name.ends_with("-succ")) v.config.pool_successors = true;
   // `kvc eval --marginal-error` sets the rule for every KV-Compress variant; the baselines
   // have their own rules and ignore it.
   if (v.config.policy != KvPolicy::kKvCompress) v.config.planner.marginal_error = false;
