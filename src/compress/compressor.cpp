@@ -97,7 +97,7 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.chunk_budget_factor != 1.0 && c.compress_chunk == 0) {
     fail("--chunk-budget-factor applies between prefill chunks: set --compress-chunk too");
   }
-  if (c.planner.marginal_error && c.policy != KvPolicy::kKvCompress) {
+  if (c.planner.marginal_error && !marginal_error_applies(c)) {
     fail("--marginal-error is a kvcompress (or auto) rule; policy {} has its own",
          policy_info(c.policy).name);
   }

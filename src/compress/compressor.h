@@ -65,6 +65,13 @@ struct CompressionConfig {
 // to run its prefill pass, so a metric is required for every compressing policy).
 void validate_compression_config(const CompressionConfig& config);
 
+// The marginal-error rule (PlannerOptions::marginal_error) is KV-Compress's (kvcompress and
+// auto); every other policy has its own eviction rule. validate_compression_config rejects it
+// elsewhere; the server asks first, to name the request field.
+inline bool marginal_error_applies(const CompressionConfig& config) {
+  return config.policy == KvPolicy::kKvCompress;
+}
+
 // Fills in what the policy needs, before validation (the CLI calls it after parsing):
 //   h2o, snapkv, pyramidkv, ada-snapkv: metric = L1 (kAbsolute);
 //   h2o also full_observation = true: H2O accumulates the attention of every query (prefill and

@@ -66,7 +66,7 @@ class BlockPool {
   const int32_t* positions() const { return positions_.data(); }
 
   bool is_free(int32_t block) const {
-    return (free_bits_[static_cast<size_t>(block) / 64] >> (block % 64) & 1) != 0;
+    return ((free_bits_[static_cast<size_t>(block) / 64] >> (block % 64)) & 1) != 0;
   }
 
   // Marks one slot unreadable (NaN K/V/metric/mass, INT32_MIN position) when poison_freed is on:

@@ -185,7 +185,7 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     c.metric = MetricAccumulation::kSquared;
     c.full_observation = false;
   }
-  if (c.planner.marginal_error && c.policy != KvPolicy::kKvCompress) {
+  if (c.planner.marginal_error && !marginal_error_applies(c)) {
     bad("marginal_error", fmt::format("'marginal_error' applies to kv_policy kvcompress and auto "
                                       "only, not {}", policy_info(c.policy).name));
   }
