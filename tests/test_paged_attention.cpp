@@ -268,7 +268,8 @@ TEST(DecodeAttention, EveryBuildGivesTheSameBits) {
       {1, 37, 16, 7, KvStorageType::kF16},    {2, 531, 32, 16, KvStorageType::kF32},
       {4, 77, 48, 5, KvStorageType::kF16},    {5, 64, 96, 16, KvStorageType::kQ8_0},
       {6, 300, 128, 16, KvStorageType::kQ8_0}, {7, 45, 80, 3, KvStorageType::kF32},
-      {8, 129, 256, 16, KvStorageType::kF16},
+      {8, 129, 256, 16, KvStorageType::kF16},  {3, 100, 64, 16, KvStorageType::kQ8_0},
+      {8, 77, 32, 5, KvStorageType::kQ8_0},
   };
   for (const Shape& c : shapes) {
     SCOPED_TRACE(::testing::Message() << "group=" << c.group << " n=" << c.length

@@ -322,6 +322,7 @@ inline __m512 tree_reduce16(const __m512* a) {
                        _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+#if !defined(KVC_AVX512_VNNI)
 // Per 16-lane int32 vector of partial dots (lanes 0-7: one block's 8 four-byte groups, lanes
 // 8-15: the next block's) for 16 slots -> the two blocks' exact sums, slots in order.
 inline void tree_reduce16_i32(const __m512i* a, __m512i* first, __m512i* second) {
@@ -409,6 +410,122 @@ void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
   }
   for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max16[g]);
 }
+
+#else  // VNNI: the slot-parallel scores
+// The 16 rows r[j] of 16 dwords transposed in place: afterwards r[c] lane j = dword c of row j.
+// Four levels of 16 shuffles (dwords, qwords, then 128-bit lanes twice).
+inline void transpose16_epi32(__m512i* r) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // lane L of t[2i] / t[2i+1]: rows 2i, 2i+1, dwords 4L..4L+3
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // lane L of u[4i + m]: rows 4i..4i+3, dword 4L + m
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int m = 0; m < 4; ++m) {  // r[4L + m] = lane L of u[m], u[4 + m], u[8 + m], u[12 + m]
+    const __m512i ab_lo = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i ab_hi = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i cd_lo = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i cd_hi = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    r[m] = _mm512_shuffle_i32x4(ab_lo, cd_lo, _MM_SHUFFLE(2, 0, 2, 0));
+    r[4 + m] = _mm512_shuffle_i32x4(ab_lo, cd_lo, _MM_SHUFFLE(3, 1, 3, 1));
+    r[8 + m] = _mm512_shuffle_i32x4(ab_hi, cd_hi, _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + m] = _mm512_shuffle_i32x4(ab_hi, cd_hi, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+// Pass 1 on a q8_0 cache with VNNI: the same exact isum_jb as decode_scores_q8_0, computed
+// slot-parallel. Per pair of blocks the chunk's 16 K rows (64 quant bytes each, read straight
+// from the pool) are transposed once for the whole group, so lane j of column c holds slot j's
+// four quants 4c..4c+3; each head then needs one vpdpbusd per column against its query's four
+// bytes broadcast, and no reduction across lanes. vpdpbusd multiplies unsigned by signed bytes,
+// so K is biased by 128 (k + 128 = k xor 0x80 as an unsigned byte) and 128 * sum(qq_b) is
+// taken off after; VNNI's int32 sums do not saturate, so isum_jb is exact and the float
+// operations after it (and their bits) are those of the other builds.
+void decode_scores_q8_0_vnni(const PagedKvPool& pool, const PagedHeadRow& row,
+                             const GroupQueries& queries, float scale, int32_t begin,
+                             int32_t end, float* p, float* max) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int32_t d = pool.head_dim, nb = d / 32, n = end - begin, group = queries.group;
+  const QuantizedQueries& query = quantized_queries_q8_0(queries.q, group, d);
+  const auto& dq = query.dq;
+  int32_t q_bias[kMaxDecodeGroup][kMaxHeadDim / 32];  // 128 * the sum of each block's quants
+  for (int32_t g = 0; g < group; ++g) {
+    for (int32_t b = 0; b < nb; ++b) {
+      int32_t s = 0;
+      for (int32_t i = 0; i < 32; ++i) s += query.qs[g][32 * b + i];
+      q_bias[g][b] = 128 * s;
+    }
+  }
+  const __m512i qpos16 = _mm512_set1_epi32(queries.positions[0]);
+  const __m512 scale16 = _mm512_set1_ps(scale);
+  const __m512 neg_inf16 = _mm512_set1_ps(kNegInf);
+  const __m512i bias8 = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 max16[kMaxDecodeGroup];
+  for (int32_t g = 0; g < group; ++g) max16[g] = neg_inf16;
+  alignas(64) uint16_t kd[(kMaxHeadDim / 32) * kDecodeChunk];
+  alignas(64) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    const uint8_t* rows[kDecodeChunk];
+    for (int32_t j = 0; j < kDecodeChunk; ++j) {
+      rows[j] = j < nc ? slot_row(pool, pool.k, slot[j]) : nullptr;
+      for (int32_t b = 0; b < nb; ++b) {
+        uint16_t h = 0;  // rows past nc: scale 0 (their lanes are masked)
+        if (rows[j] != nullptr) std::memcpy(&h, rows[j] + kQ8BlockBytes * b, sizeof(h));
+        kd[b * kDecodeChunk + j] = h;
+      }
+    }
+    const __mmask16 hidden = _mm512_cmpgt_epi32_mask(_mm512_load_si512(kpos), qpos16);
+    const __mmask16 valid = static_cast<__mmask16>((1u << nc) - 1u);
+    __m512 f[kMaxDecodeGroup];
+    for (int32_t pair = 0; 2 * pair < nb; ++pair) {
+      const bool two = 2 * pair + 1 < nb;
+      __m512i col[kDecodeChunk];
+      for (int32_t j = 0; j < kDecodeChunk; ++j) {
+        if (rows[j] == nullptr) {
+          col[j] = bias8;
+          continue;
+        }
+        const uint8_t* block = rows[j] + static_cast<int64_t>(2 * pair) * kQ8BlockBytes + 2;
+        const __m256i lo = simd::load_256(block);
+        const __m256i hi = two ? simd::load_256(block + kQ8BlockBytes) : _mm256_setzero_si256();
+        col[j] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), bias8);
+      }
+      transpose16_epi32(col);
+      for (int32_t g = 0; g < group; ++g) {
+        const int8_t* qg = query.qs[g] + 64 * pair;
+        for (int32_t h = 0; h < (two ? 2 : 1); ++h) {
+          const int32_t b = 2 * pair + h;
+          __m512i a = _mm512_setzero_si512();
+          for (int c = 0; c < 8; ++c) {
+            int32_t q4;
+            std::memcpy(&q4, qg + 32 * h + 4 * c, sizeof(q4));
+            a = _mm512_dpbusd_epi32(a, col[8 * h + c], _mm512_set1_epi32(q4));
+          }
+          const __m512 x = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_set1_epi32(q_bias[g][b])));
+          const __m512 w = _mm512_mul_ps(_mm512_cvtph_ps(simd::load_256(kd + b * kDecodeChunk)),
+                                         _mm512_set1_ps(dq[g][b]));
+          f[g] = b == 0 ? _mm512_mul_ps(x, w) : _mm512_fmadd_ps(x, w, f[g]);
+        }
+      }
+    }
+    for (int32_t g = 0; g < group; ++g) {
+      const __m512 s = _mm512_mask_blend_ps(hidden, _mm512_mul_ps(f[g], scale16), neg_inf16);
+      store_first(p + static_cast<int64_t>(g) * n + c0, s, nc);
+      max16[g] = _mm512_mask_max_ps(max16[g], valid, max16[g], s);
+    }
+  }
+  for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max16[g]);
+}
+#endif
 
 // Pass 1: scaled scores of row slots [begin, end) into p[g * n + j] (-inf when hidden);
 // returns the largest per head in max[g].
@@ -552,7 +669,11 @@ void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
   prefetch_row_slots(pool, row, pool.k, begin, kPrefetchAhead, end);
   with_kv_storage(pool.storage, [&]<KvStorageType S>() {
     if constexpr (S == KvStorageType::kQ8_0) {
+#if defined(KVC_AVX512_VNNI)
+      decode_scores_q8_0_vnni(pool, row, queries, scale, begin, end, scratch, max);
+#else
       decode_scores_q8_0(pool, row, queries, scale, begin, end, scratch, max);
+#endif
     } else {
       decode_scores<S>(pool, row, queries, scale, begin, end, scratch, max);
     }

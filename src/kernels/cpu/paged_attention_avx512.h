@@ -1,9 +1,10 @@
 // AVX-512 paged attention: the query-tiled prefill kernel and the one-query decode kernel
 // (paged_attention_decode's contract in paged_attention_avx2.h; the same bits as the AVX2
 // build). One source (paged_attention_avx512.cpp), compiled once per namespace as the AVX-512
-// row kernels are (quant_avx512.h): kvc::avx512 for the dispatcher (kvc::avx512_vnni holds an
-// identical copy: attention has no int8 dots), and the *_emulated twins built against SIMDe,
-// linked into tests only, so CPUs without AVX-512 check this code.
+// row kernels are (quant_avx512.h): kvc::avx512 and kvc::avx512_vnni for the dispatcher (they
+// differ only in the q8_0 decode scores, which VNNI computes slot-parallel: the same exact
+// int8 sums, so the same bits), and the *_emulated twins built against SIMDe, linked into
+// tests only, so CPUs without AVX-512 check this code.
 //
 // Call the native builds only after cpu_features.h says the CPU runs AVX-512.
 #pragma once
