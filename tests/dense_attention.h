@@ -36,4 +36,30 @@ inline std::vector<float> dense_attention(const float* q, const std::vector<floa
   return std::vector<float>(out.begin(), out.end());
 }
 
+// The rows' largest |v|: max_i |v[j * d + i]| for each row j of v [n, d].
+inline std::vector<float> row_abs_max(const std::vector<float>& v, int32_t d) {
+  std::vector<float> out(v.size() / static_cast<size_t>(d), 0.0f);
+  for (size_t i = 0; i < v.size(); ++i) {
+    float& m = out[i / static_cast<size_t>(d)];
+    m = std::max(m, std::fabs(v[i]));
+  }
+  return out;
+}
+
+// How far a q8_0 cache's decode kernels may put an output from the exact value sums
+// (kernels/cpu/x86_tile_helpers.h): each weight e_j * dv_jb is rounded to 2^-14 of the largest
+// in its 32-slot chunk, and |qv_j| * dv_jb <= max|v_j|, so output i is within 2^-14 times the
+// sum over chunks of nc * max_j (w_j * vmax_j). w: the weights (probabilities for a normalized
+// output), vmax: row_abs_max, both for n row slots in the kernel's order from the range's start.
+inline double q8_0_value_bound(const double* w, const float* vmax, int32_t n) {
+  double bound = 0.0;
+  for (int32_t c0 = 0; c0 < n; c0 += 32) {
+    const int32_t nc = std::min(32, n - c0);
+    double largest = 0.0;
+    for (int32_t j = c0; j < c0 + nc; ++j) largest = std::max(largest, w[j] * vmax[j]);
+    bound += nc * largest;
+  }
+  return std::ldexp(bound, -14);
+}
+
 }  // namespace kvc::test_support

@@ -12,7 +12,9 @@
 //   - cancellation, the engine's own thread, and requests that can never run.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -456,16 +458,25 @@ TEST_F(EngineTest, RequestsThatCanNeverRunAreRejected) {
 // The q8_0 KV cache (8-bit values, an fp16 scale per 32 inside each slot row): 1.8x the KVs of
 // f16 in the same blocks' memory, and teacher-forced distributions over it stay close to the
 // f16 cache's (KL per token well under what compression to C=512 costs, docs/performance.md).
-TEST_F(EngineTest, Q8_0CacheHoldsMoreKvsPerByteAndStaysCloseToF16) {
-  const std::vector<int32_t> tokens = prompt_of(1100, 0);
-  const std::vector<int32_t> context(tokens.begin(), tokens.begin() + 1000);
-  const std::vector<int32_t> forced(tokens.begin() + 1000, tokens.begin() + 1064);
+// max_batch_tokens 1 runs every token through the decode kernel (one query per step: int8
+// scores and, on q8_0, int16-weighted integer value sums), 256 through the tiled prefill one.
+class Q8_0CacheTest : public EngineTest, public ::testing::WithParamInterface<int32_t> {};
+
+TEST_P(Q8_0CacheTest, HoldsMoreKvsPerByteAndStaysCloseToF16) {
+  const int32_t step_tokens = GetParam();
+  const int32_t context_tokens = step_tokens == 1 ? 400 : 1000;  // decode steps cost more
+  const std::vector<int32_t> tokens = prompt_of(context_tokens + 100, 0);
+  const std::vector<int32_t> context(tokens.begin(), tokens.begin() + context_tokens);
+  const std::vector<int32_t> forced(tokens.begin() + context_tokens,
+                                    tokens.begin() + context_tokens + 64);
   const int32_t n_vocab = model_->config().n_vocab;
   std::map<KvStorageType, std::vector<float>> logits;
   std::map<KvStorageType, size_t> block_bytes;
   for (KvStorageType storage : {KvStorageType::kF16, KvStorageType::kQ8_0}) {
     EngineConfig c = config();
     c.kv_storage = storage;
+    c.max_batch_tokens = step_tokens;
+    c.max_running = std::min(c.max_running, step_tokens);
     Engine engine(*model_, c);
     block_bytes[storage] = engine.cache().pool().block_bytes();
     std::vector<float>& out = logits[storage];
@@ -492,10 +503,14 @@ TEST_F(EngineTest, Q8_0CacheHoldsMoreKvsPerByteAndStaysCloseToF16) {
     same_top1 += cmp.same_top1 ? 1 : 0;
   }
   const auto n = static_cast<double>(forced.size() - 1);
+  std::printf("q8_0 vs f16, %d token(s) per step: KL %.5f, top-1 %.3f\n", step_tokens, kl / n,
+              same_top1 / n);
   EXPECT_GT(kl / n, 0.0);  // it is a different cache
   EXPECT_LT(kl / n, 0.02);
   EXPECT_GE(same_top1 / n, 0.9);
 }
+
+INSTANTIATE_TEST_SUITE_P(DecodeAndTiled, Q8_0CacheTest, ::testing::Values(1, 256));
 
 }  // namespace
 }  // namespace kvc

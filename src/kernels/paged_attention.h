@@ -24,7 +24,9 @@ namespace kvc {
 //          compaction moves a slot's scales with its quants. Every kernel quantizes the
 //          queries the same way before they meet K (as llama.cpp does for a q8_0 cache): the
 //          decode kernels score with exact int8 dot products, the tiled kernels and the
-//          reference get the quantized query back as floats.
+//          reference get the quantized query back as floats. The decode kernels also sum
+//          the values in integers, with each weight rounded to 2^-14 of the largest in its
+//          32-slot chunk (kernels/cpu/x86_tile_helpers.h: far below q8_0's own rounding).
 enum class KvStorageType : uint8_t { kF16, kF32, kQ8_0 };
 
 // Bytes of one slot row; 0 for a head_dim kQ8_0 cannot store (not a multiple of 32).

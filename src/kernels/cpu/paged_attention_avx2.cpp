@@ -9,6 +9,8 @@
 // No std:: templates here (std::min, std::max, ...): a copy instantiated with AVX2 enabled
 // could be chosen by the linker for non-AVX2 callers (see avx2_common.h).
 #include <cmath>
+#include <algorithm>
+#include <bit>
 #include <limits>
 
 #include "kernels/cpu/avx2_common.h"
@@ -380,6 +382,107 @@ void decode_values(const PagedKvPool& pool, const PagedHeadRow& row, int32_t beg
   }
 }
 
+// Pass 3 on a q8_0 cache: the AVX-512 build's integer value sums (x86_tile_helpers.h), with
+// the same exact int32 sums and float operations per column, 16 columns per strip.
+inline uint32_t hmax_epu32(__m256i v) {
+  __m128i x = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_max_epu32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+  x = _mm_max_epu32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(x));
+}
+
+// The chunk's weights for G heads: pairs[g][b] dword 8q + 4k + m (q < 4, k, m < 2) holds P of
+// slots 8q + 4k + 2m and the next as two int16 (vpackssdw's lane order).
+template <int G>
+void q8_0_value_weights(int32_t nb, int32_t n, const float* p, const Q8ValueChunk& chunk,
+                        Q8ValueWeights* w) {
+  const __m256i abs_bits = _mm256_set1_epi32(0x7fffffff);
+  for (int g = 0; g < G; ++g) {
+    const float* pg = p + static_cast<int64_t>(g) * n + chunk.c0;
+    __m256 e[4], live[4];
+    for (int q = 0; q < 4; ++q) {
+      const int32_t m = chunk.nc - 8 * q;
+      e[q] = m >= 8 ? _mm256_loadu_ps(pg + 8 * q)
+                    : m > 0 ? _mm256_maskload_ps(pg + 8 * q, lane_mask(m)) : _mm256_setzero_ps();
+      live[q] = _mm256_cmp_ps(e[q], _mm256_setzero_ps(), _CMP_NEQ_UQ);
+    }
+    for (int32_t b = 0; b < nb; ++b) {
+      __m256 x[4];
+      __m256i top = _mm256_setzero_si256();
+      for (int q = 0; q < 4; ++q) {
+        const __m256 dv = _mm256_cvtph_ps(simd::load_128(chunk.scales[b] + 8 * q));
+        x[q] = _mm256_and_ps(_mm256_mul_ps(e[q], dv), live[q]);
+        top = _mm256_max_epu32(top, _mm256_and_si256(_mm256_castps_si256(x[q]), abs_bits));
+      }
+      const Q8WeightScale s = q8_weight_scale(hmax_epu32(top) >> 23);
+      const __m256 to_int = _mm256_set1_ps(s.to_int);
+      for (int q = 0; q < 4; ++q) {
+        const __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(x[q], to_int));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(w->pairs[g][b] + 8 * q),
+                           _mm256_packs_epi32(qi, qi));
+      }
+      w->to_float[g][b] = s.to_float;
+    }
+  }
+}
+
+template <int G>
+void decode_values_q8_0(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
+                        int32_t end, const float* p, float* acc) {
+  const int32_t d = pool.head_dim, nb = d / 32, n = end - begin;
+  alignas(32) float o[G * kMaxDecodeHeadDim];  // acc with each strip's columns permuted
+  for (int32_t i = 0; i < G * d; i += 8) _mm256_store_ps(o + i, _mm256_setzero_ps());
+  Q8ValueWeights w;
+  Q8ValueChunk chunks[2];
+  if (n > 0) fetch_q8_0_value_chunk(pool, row, begin, 0, std::min(n, kValueChunk), &chunks[0]);
+  for (int32_t c0 = 0, at = 0; c0 < n; c0 += kValueChunk, at ^= 1) {
+    const Q8ValueChunk& chunk = chunks[at];
+    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kValueChunk, end);
+    const int32_t next = c0 + kValueChunk;
+    if (next < n) {
+      fetch_q8_0_value_chunk(pool, row, begin, next, std::min(n - next, kValueChunk),
+                             &chunks[at ^ 1]);
+    }
+    uint32_t live = live_slots(p, G, n, c0, std::min(chunk.nc, kDecodeChunk));
+    if (chunk.nc > kDecodeChunk) {
+      live |= live_slots(p, G, n, c0 + kDecodeChunk, chunk.nc - kDecodeChunk) << kDecodeChunk;
+    }
+    if (live == 0) continue;
+    q8_0_value_weights<G>(nb, n, p, chunk, &w);
+    const int32_t pairs = (chunk.nc + 1) / 2;
+    for (int32_t b = 0; b < nb; ++b) {
+      for (int h = 0; h < 2; ++h) {  // columns 32b + 16h .. + 15
+        __m256i a[G][2];
+        for (int g = 0; g < G; ++g) a[g][0] = a[g][1] = _mm256_setzero_si256();
+        const int64_t off = static_cast<int64_t>(b) * kQ8BlockBytes + 2 + 16 * h;
+        for (int32_t pr = 0; pr < pairs; ++pr) {
+          const int32_t dword = 8 * (pr / 4) + 4 * (pr % 4 / 2) + pr % 2;
+          const __m256i x = _mm256_cvtepi8_epi16(simd::load_128(chunk.rows[2 * pr] + off));
+          const __m256i y = _mm256_cvtepi8_epi16(simd::load_128(chunk.rows[2 * pr + 1] + off));
+          const __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);
+          for (int g = 0; g < G; ++g) {
+            const __m256i wp = _mm256_set1_epi32(w.pairs[g][b][dword]);
+            a[g][0] = _mm256_add_epi32(a[g][0], _mm256_madd_epi16(lo, wp));
+            a[g][1] = _mm256_add_epi32(a[g][1], _mm256_madd_epi16(hi, wp));
+          }
+        }
+        for (int g = 0; g < G; ++g) {
+          const __m256 s = _mm256_set1_ps(w.to_float[g][b]);
+          float* og = o + g * d + 32 * b + 16 * h;
+          for (int k = 0; k < 2; ++k) {
+            _mm256_store_ps(og + 8 * k, _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[g][k]), s,
+                                                        _mm256_load_ps(og + 8 * k)));
+          }
+        }
+      }
+    }
+  }
+  // Index 8v + 4L + t of a strip holds its column 8L + 4v + t (v: lo or hi, L: 128-bit lane).
+  for (int32_t i = 0; i < G * d; i += 16) {
+    for (int32_t c = 0; c < 16; ++c) acc[i + c] = o[i + 8 * (c % 8 / 4) + 4 * (c / 8) + c % 4];
+  }
+}
+
 // The widest strip (in 8-column vectors) that divides the row and keeps G * W <= 12.
 template <int G, KvStorageType S>
 void decode_values_for(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
@@ -413,7 +516,11 @@ void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
     prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
     decode_exps(queries.group, end - begin, max, scratch, sum);
     with_decode_group(queries.group, [&]<int G>() {
-      decode_values_for<G, S>(pool, row, begin, end, scratch, acc);
+      if constexpr (S == KvStorageType::kQ8_0) {
+        decode_values_q8_0<G>(pool, row, begin, end, scratch, acc);
+      } else {
+        decode_values_for<G, S>(pool, row, begin, end, scratch, acc);
+      }
     });
   });
 }

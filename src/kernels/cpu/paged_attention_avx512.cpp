@@ -15,6 +15,8 @@
 // vector, so a decode token's attention does not depend on the CPU either.
 #include <math.h>
 
+#include <algorithm>
+#include <bit>
 #include <limits>
 
 #include "kernels/cpu/avx512_common.h"
@@ -655,6 +657,175 @@ void decode_values_for(const PagedKvPool& pool, const PagedHeadRow& row, int32_t
   decode_values<G, 1, S>(pool, row, begin, end, p, acc);
 }
 
+
+// acc + the int32 sums of x[2i] * y[2i] + x[2i + 1] * y[2i + 1] (int16 pairs; exact).
+inline __m512i dot_pairs(__m512i acc, __m512i x, __m512i y) {
+#if defined(KVC_AVX512_VNNI)
+  return _mm512_dpwssd_epi32(acc, x, y);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(x, y));
+#endif
+}
+
+// Pass 3 on a q8_0 cache: integer value sums (the rule in x86_tile_helpers.h). Per chunk of
+// kValueChunk slots the int16 weights of every (head, block) are made once
+// (q8_0_value_weights); then per strip of WB blocks, slot pairs (j, j + 1) have their quants
+// sign-extended and interleaved (one dword per column holds both slots' quants) and meet each
+// head's weight pair, broadcast, in one vpdpwssd (vpmaddwd + vpaddd without VNNI: the same
+// exact int32 sums). The chunk's sums enter the float accumulators as one FMA by 2^(E - 140).
+// Columns sit permuted inside each block while the pass runs (unpacklo/hi work per 128-bit
+// lane) and are put back in order at the end.
+// top[k] = the largest lane of a[k], k < 8: three levels of pairwise maxima across vectors,
+// then two within each 128-bit lane (lane 4m of u[h] ends up holding vector 4h + m's).
+inline void tree_max8_epu32(const __m512i* a, uint32_t* top) {
+  __m512i t[4], u[2];
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_max_epu32(_mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                            _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[i] = _mm512_max_epu32(_mm512_shuffle_i32x4(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 f = _mm512_castsi512_ps(u[i]);
+    u[i] = _mm512_max_epu32(u[i], _mm512_castps_si512(_mm512_shuffle_ps(f, f, 0x4e)));
+    f = _mm512_castsi512_ps(u[i]);
+    u[i] = _mm512_max_epu32(u[i], _mm512_castps_si512(_mm512_shuffle_ps(f, f, 0xb1)));
+  }
+  alignas(64) uint32_t lanes[2][16];
+  _mm512_store_si512(lanes[0], u[0]);
+  _mm512_store_si512(lanes[1], u[1]);
+  for (int k = 0; k < 8; ++k) top[k] = lanes[k / 4][4 * (k % 4)];
+}
+
+// The chunk's weights for G heads: pairs[g][b] dword 16h + 4L + k (h < 2, L < 4, k < 2) holds
+// P of slots 16h + 4L + 2k and the next as two int16 (vpackssdw's lane order).
+template <int G>
+void q8_0_value_weights(int32_t nb, int32_t n, const float* p, const Q8ValueChunk& chunk,
+                        Q8ValueWeights* w) {
+  const __m512i abs_bits = _mm512_set1_epi32(0x7fffffff);
+  constexpr int32_t kMaxTerms = kMaxDecodeGroup * (kMaxHeadDim / 32);
+  alignas(64) float wv[kMaxTerms][kValueChunk];  // w_jb of term g * nb + b
+  __m512i bits[kMaxTerms + 8];
+  for (int g = 0; g < G; ++g) {
+    const float* pg = p + static_cast<int64_t>(g) * n + chunk.c0;
+    __m512 e[2];
+    __mmask16 live[2];
+    for (int h = 0; h < 2; ++h) {
+      const int32_t m = chunk.nc - 16 * h;
+      e[h] = m >= 16 ? _mm512_loadu_ps(pg + 16 * h)
+                     : m > 0 ? load_first(pg + 16 * h, m) : _mm512_setzero_ps();
+      live[h] = _mm512_cmp_ps_mask(e[h], _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    }
+    for (int32_t b = 0; b < nb; ++b) {
+      const int32_t k = g * nb + b;
+      __m512i top = _mm512_setzero_si512();
+      for (int h = 0; h < 2; ++h) {
+        const __m512 dv = _mm512_cvtph_ps(simd::load_256(chunk.scales[b] + 16 * h));
+        const __m512 x = _mm512_maskz_mul_ps(live[h], e[h], dv);
+        _mm512_store_ps(wv[k] + 16 * h, x);
+        top = _mm512_max_epu32(top, _mm512_and_si512(_mm512_castps_si512(x), abs_bits));
+      }
+      bits[k] = top;
+    }
+  }
+  const int32_t terms = G * nb;
+  for (int32_t k = terms; k < (terms + 7) / 8 * 8; ++k) bits[k] = _mm512_setzero_si512();
+  for (int32_t k0 = 0; k0 < terms; k0 += 8) {
+    uint32_t top[8];
+    tree_max8_epu32(bits + k0, top);
+    for (int32_t k = k0; k < k0 + 8 && k < terms; ++k) {
+      const Q8WeightScale s = q8_weight_scale(top[k - k0] >> 23);
+      const __m512 to_int = _mm512_set1_ps(s.to_int);
+      int32_t* out = w->pairs[k / nb][k % nb];
+      for (int h = 0; h < 2; ++h) {
+        const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(wv[k] + 16 * h), to_int));
+        _mm512_store_si512(out + 16 * h, _mm512_packs_epi32(q, q));
+      }
+      w->to_float[k / nb][k % nb] = s.to_float;
+    }
+  }
+}
+
+template <int G, int WB>
+void decode_values_q8_0(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
+                        int32_t end, const float* p, float* acc) {
+  const int32_t d = pool.head_dim, nb = d / 32, n = end - begin;
+  alignas(64) float o[G * kMaxHeadDim];  // acc with each block's columns permuted
+  for (int32_t i = 0; i < G * d; i += 16) _mm512_store_ps(o + i, _mm512_setzero_ps());
+  Q8ValueWeights w;
+  Q8ValueChunk chunks[2];
+  if (n > 0) fetch_q8_0_value_chunk(pool, row, begin, 0, std::min(n, kValueChunk), &chunks[0]);
+  for (int32_t c0 = 0, at = 0; c0 < n; c0 += kValueChunk, at ^= 1) {
+    const Q8ValueChunk& chunk = chunks[at];
+    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kValueChunk, end);
+    const int32_t next = c0 + kValueChunk;
+    if (next < n) {
+      fetch_q8_0_value_chunk(pool, row, begin, next, std::min(n - next, kValueChunk),
+                             &chunks[at ^ 1]);
+    }
+    uint32_t live = live_slots(p, G, n, c0, std::min(chunk.nc, kDecodeChunk));
+    if (chunk.nc > kDecodeChunk) {
+      live |= live_slots(p, G, n, c0 + kDecodeChunk, chunk.nc - kDecodeChunk) << kDecodeChunk;
+    }
+    if (live == 0) continue;
+    q8_0_value_weights<G>(nb, n, p, chunk, &w);
+    const int32_t pairs = (chunk.nc + 1) / 2;
+    for (int32_t b0 = 0; b0 < nb; b0 += WB) {
+      __m512i a[G][WB][2];
+      for (int g = 0; g < G; ++g)
+        for (int k = 0; k < WB; ++k) a[g][k][0] = a[g][k][1] = _mm512_setzero_si512();
+      for (int32_t pr = 0; pr < pairs; ++pr) {
+        const int32_t dword = 16 * (pr / 8) + 4 * (pr % 8 / 2) + pr % 2;
+        for (int k = 0; k < WB; ++k) {
+          const int64_t off = static_cast<int64_t>(b0 + k) * kQ8BlockBytes + 2;
+          const __m512i x = _mm512_cvtepi8_epi16(simd::load_256(chunk.rows[2 * pr] + off));
+          const __m512i y = _mm512_cvtepi8_epi16(simd::load_256(chunk.rows[2 * pr + 1] + off));
+          const __m512i lo = _mm512_unpacklo_epi16(x, y), hi = _mm512_unpackhi_epi16(x, y);
+          for (int g = 0; g < G; ++g) {
+            const __m512i wp = _mm512_set1_epi32(w.pairs[g][b0 + k][dword]);
+            a[g][k][0] = dot_pairs(a[g][k][0], lo, wp);
+            a[g][k][1] = dot_pairs(a[g][k][1], hi, wp);
+          }
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        for (int k = 0; k < WB; ++k) {
+          const __m512 s = _mm512_set1_ps(w.to_float[g][b0 + k]);
+          float* og = o + g * d + 32 * (b0 + k);
+          for (int h = 0; h < 2; ++h) {
+            _mm512_store_ps(og + 16 * h, _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[g][k][h]), s,
+                                                         _mm512_load_ps(og + 16 * h)));
+          }
+        }
+      }
+    }
+  }
+  // Lane 4L + t of the lo / hi vector of a block holds column 8L + t / 8L + 4 + t.
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int32_t i = 0; i < G * d; i += 32) {
+    const __m512 lo = _mm512_load_ps(o + i), hi = _mm512_load_ps(o + i + 16);
+    _mm512_storeu_ps(acc + i, _mm512_permutex2var_ps(lo, first, hi));
+    _mm512_storeu_ps(acc + i + 16, _mm512_permutex2var_ps(lo, second, hi));
+  }
+}
+
+// The widest strip of blocks (dividing the row) that keeps 2 * G * WB <= 24 int32 sums in
+// registers.
+template <int G>
+void decode_values_q8_0_for(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
+                            int32_t end, const float* p, float* acc) {
+  const int32_t nb = pool.head_dim / 32;
+  if constexpr (8 * G <= 24) {
+    if (nb % 4 == 0) return decode_values_q8_0<G, 4>(pool, row, begin, end, p, acc);
+  }
+  if constexpr (4 * G <= 24) {
+    if (nb % 2 == 0) return decode_values_q8_0<G, 2>(pool, row, begin, end, p, acc);
+  }
+  decode_values_q8_0<G, 1>(pool, row, begin, end, p, acc);
+}
+
 }  // namespace
 
 bool paged_attention_decode_supported(const PagedKvPool& pool, int32_t group) {
@@ -680,7 +851,11 @@ void paged_attention_decode(const PagedKvPool& pool, const PagedHeadRow& row,
     prefetch_row_slots(pool, row, pool.v, begin, kPrefetchAhead, end);
     decode_exps(queries.group, end - begin, max, scratch, sum);
     with_decode_group(queries.group, [&]<int G>() {
-      decode_values_for<G, S>(pool, row, begin, end, scratch, acc);
+      if constexpr (S == KvStorageType::kQ8_0) {
+        decode_values_q8_0_for<G>(pool, row, begin, end, scratch, acc);
+      } else {
+        decode_values_for<G, S>(pool, row, begin, end, scratch, acc);
+      }
     });
   });
 }

@@ -80,8 +80,61 @@ constexpr int32_t kPrefetchAhead = 128;   // slots between a row's prefetch and 
 //   by the reference quantizer, so every build gets the same bytes): quants qq_b, scales dq_b;
 //   isum_jb  = the exact int32 dot of qq_b and k_j's quants of block b;
 //   score_j  = scale * f_j, f_j = the FMA chain over blocks b = 0 .. d/32 - 1 of
-//              float(isum_jb) * (dk_jb * dq_b), the first product a plain multiply.
+//              float(isum_jb) * (dk_jb * dq_b), the first product a plain multiply;
+// and the values are int16-weighted integer sums, per chunk of kValueChunk slots from begin:
+//   w_jb     = e_j * dv_jb (0 where e_j is 0), dv_jb the scale of v_j's block b;
+//   E_b      = the largest biased float exponent among the chunk's |w_jb|;
+//   P_jb     = round-to-nearest-even(w_jb * 2^(140 - E_b)), so max P_jb is in [2^13, 2^14];
+//   acc[i]  += float(the exact int32 sum over the chunk's slots of P_jb * qv_j[i]) * 2^(E_b - 140)
+//              (one FMA per chunk), i in block b; chunks in order. A chunk whose E_b < 14
+//              (every |w| < 2^-113) adds 0, and one with a NaN or infinite w adds NaN.
+// Each weight is off by at most 2^-14 of its chunk's largest, far below q8_0's own rounding of
+// V (half a step of 1/127 of its block's largest), and a value costs half a float FMA: the
+// int16 pairs of two slots meet in one multiply-add (vpdpwssd or vpmaddwd), with no
+// int8-to-float conversion or scale multiply per value. E_b and P_jb (q8_weight_scale) are
+// integer and exactly rounded float operations, so every build gets the same weights.
 constexpr int32_t kQ8BlockBytes = 34;  // fp16 scale + 32 int8 quants
+constexpr int32_t kValueChunk = 32;    // 32 * 2^14 * 128 < 2^31: the int32 sums never overflow
+struct Q8WeightScale {
+  float to_int;    // 2^(140 - E)
+  float to_float;  // 2^(E - 140)
+};
+inline Q8WeightScale q8_weight_scale(uint32_t top) {
+  if (top < 14) return {0.0f, 0.0f};
+  if (top == 255) return {1.0f, std::numeric_limits<float>::quiet_NaN()};
+  return {std::bit_cast<float>((267u - top) << 23), std::bit_cast<float>((top - 13u) << 23)};
+}
+
+// One chunk's int16 weights (each build packs the pairs in its own lane order) and scales.
+struct Q8ValueWeights {
+  alignas(64) int32_t pairs[kMaxDecodeGroup][256 / 32][kValueChunk];
+  float to_float[kMaxDecodeGroup][256 / 32];  // 2^(E - 140), 0 or NaN
+};
+
+// One chunk's V rows (rows j >= nc: a zero row, never the pool) and their block scales. The
+// value passes fetch a chunk ahead: loading 16 halves as a vector right after storing them
+// one by one stalls on store forwarding.
+struct Q8ValueChunk {
+  int32_t c0 = 0, nc = 0;
+  const uint8_t* rows[kValueChunk];
+  alignas(64) uint16_t scales[256 / 32][kValueChunk];
+};
+
+inline void fetch_q8_0_value_chunk(const PagedKvPool& pool, const PagedHeadRow& row,
+                                   int32_t begin, int32_t c0, int32_t nc, Q8ValueChunk* chunk) {
+  static const uint8_t kZeroRow[kQ8BlockBytes * (256 / 32)] = {};
+  const int32_t nb = pool.head_dim / 32;
+  int64_t slot[kValueChunk];
+  resolve_chunk_slots(pool, row, begin + c0, nc, slot);
+  chunk->c0 = c0;
+  chunk->nc = nc;
+  for (int32_t j = 0; j < kValueChunk; ++j) {
+    const uint8_t* r =
+        j < nc ? static_cast<const uint8_t*>(pool.v) + slot[j] * pool.row_bytes : kZeroRow;
+    chunk->rows[j] = r;
+    for (int32_t b = 0; b < nb; ++b) std::memcpy(&chunk->scales[b][j], r + kQ8BlockBytes * b, 2);
+  }
+}
 
 // qs [d] the quants and dq [d / 32] the scales (as floats) of one head's query q [d].
 inline void quantize_query_q8_0(const float* q, int32_t d, int8_t* qs, float* dq) {
