@@ -43,7 +43,8 @@ def run(cmd: list[str]) -> tuple[str, float]:
 
 
 def kvc_case(args, case: str) -> tuple[float, float]:
-    base = [args.kvc, "bench", "-m", args.model, "-t", str(args.threads), "--json"]
+    base = [args.kvc, "bench", "-m", args.model, "-t", str(args.threads), "--json",
+            "--kernels", args.kvc_kernels]
     if case.startswith("pp"):
         n = int(case[2:])
         prompt, gen = (n - 2, 1) if n + 2 > args.n_ctx else (n, 1)
@@ -91,8 +92,8 @@ def llama_case(args, case: str, fa: str) -> tuple[float, float]:
 
 
 def kvc_info(args) -> dict:
-    out = subprocess.run([args.kvc, "info", "-m", args.model, "--json"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run([args.kvc, "info", "-m", args.model, "--json", "--kernels", args.kvc_kernels],
+                         capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 
 
@@ -110,6 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llama-bin", required=True)
     ap.add_argument("--llama-flags", default="")
+    ap.add_argument("--kvc-kernels", default="auto", help="kvc's --kernels (auto: the best the CPU runs)")
     ap.add_argument("--kvc", default=os.environ.get("KVC_BIN", "build/release/kvc"))
     ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--threads", type=int, default=2)
@@ -124,7 +126,8 @@ def main() -> None:
     cases = [c for c in args.cases.split(",") if c]
     args.bounds = {}  # tg@D -> kvc's memory-bandwidth bound per round
     out, _ = run([args.kvc, "bench", "-m", args.model, "-t", str(args.threads), "--json",
-                  "--prompt-tokens", "1", "--gen-tokens", "1", "--repeat", "1"])
+                  "--kernels", args.kvc_kernels, "--prompt-tokens", "1", "--gen-tokens", "1",
+                  "--repeat", "1"])
     args.bandwidth = json.loads(out.splitlines()[-1])["copy_bandwidth_gb_per_s"] * 1e9
     for c in cases:
         if c.startswith("pp") and int(c[2:]) > args.n_ctx or c.startswith("tg@") and int(c[3:]) + GEN + 1 > args.n_ctx:
