@@ -92,7 +92,8 @@ def llama_case(args, case: str, fa: str) -> tuple[float, float]:
 
 
 def kvc_info(args) -> dict:
-    out = subprocess.run([args.kvc, "info", "-m", args.model, "--json", "--kernels", args.kvc_kernels],
+    out = subprocess.run([args.kvc, "info", "-m", args.model, "--json",
+                          "--kernels", args.kvc_kernels],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 
@@ -111,7 +112,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llama-bin", required=True)
     ap.add_argument("--llama-flags", default="")
-    ap.add_argument("--kvc-kernels", default="auto", help="kvc's --kernels (auto: the best the CPU runs)")
+    ap.add_argument("--kvc-kernels", default="auto",
+                    help="kvc's --kernels (auto: the best the CPU runs)")
     ap.add_argument("--kvc", default=os.environ.get("KVC_BIN", "build/release/kvc"))
     ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--threads", type=int, default=2)

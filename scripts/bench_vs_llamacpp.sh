@@ -5,7 +5,8 @@
 # PyPI llama-cpp-python==0.3.36 into .cache/ (ignored by git; ~10 minutes on 2 cores).
 #
 # Usage: scripts/bench_vs_llamacpp.sh [--isa avx2] [--json] [--save FILE.jsonl] [--rounds 3]
-#            [--threads 2] [--model FILE] [--cases pp512,pp2048,pp8192,tg@0,tg@2048,tg@8127,batch4,batch16]
+#            [--threads 2] [--model FILE]
+#            [--cases pp512,pp2048,pp8192,tg@0,tg@2048,tg@8127,batch4,batch16]
 #   --isa avx2 (first) compares both engines limited to AVX2 + FMA + F16C, as on a CPU without
 #   AVX-512: llama.cpp built without its AVX-512 paths (a build of its own), kvc run with
 #   --kernels avx2. Default: the best instruction sets this CPU has.
@@ -25,7 +26,8 @@ if [[ "${1:-}" == "--isa" ]]; then
   kvc_kernels=avx2
   shift 2
 fi
-if [[ $kvc_kernels == auto ]] && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
+if [[ $kvc_kernels == auto ]] && grep -qw avx512bw /proc/cpuinfo &&
+   grep -qw avx512vl /proc/cpuinfo; then
   flags+=(-DGGML_AVX512=ON); isa=avx512
   if grep -qw avx512_vnni /proc/cpuinfo; then flags+=(-DGGML_AVX512_VNNI=ON); isa=avx512-vnni; fi
   # Not llama.cpp's AMX path (GGML_AMX_INT8): built here it dies with SIGILL at its first

@@ -667,14 +667,6 @@ inline __m512i dot_pairs(__m512i acc, __m512i x, __m512i y) {
 #endif
 }
 
-// Pass 3 on a q8_0 cache: integer value sums (the rule in x86_tile_helpers.h). Per chunk of
-// kValueChunk slots the int16 weights of every (head, block) are made once
-// (q8_0_value_weights); then per strip of WB blocks, slot pairs (j, j + 1) have their quants
-// sign-extended and interleaved (one dword per column holds both slots' quants) and meet each
-// head's weight pair, broadcast, in one vpdpwssd (vpmaddwd + vpaddd without VNNI: the same
-// exact int32 sums). The chunk's sums enter the float accumulators as one FMA by 2^(E - 140).
-// Columns sit permuted inside each block while the pass runs (unpacklo/hi work per 128-bit
-// lane) and are put back in order at the end.
 // top[k] = the largest lane of a[k], k < 8: three levels of pairwise maxima across vectors,
 // then two within each 128-bit lane (lane 4m of u[h] ends up holding vector 4h + m's).
 inline void tree_max8_epu32(const __m512i* a, uint32_t* top) {
@@ -746,6 +738,14 @@ void q8_0_value_weights(int32_t nb, int32_t n, const float* p, const Q8ValueChun
   }
 }
 
+// Pass 3 on a q8_0 cache: integer value sums (the rule in x86_tile_helpers.h). Per chunk of
+// kValueChunk slots the int16 weights of every (head, block) are made once
+// (q8_0_value_weights); then per strip of WB blocks, slot pairs (j, j + 1) have their quants
+// sign-extended and interleaved (one dword per column holds both slots' quants) and meet each
+// head's weight pair, broadcast, in one vpdpwssd (vpmaddwd + vpaddd without VNNI: the same
+// exact int32 sums). The chunk's sums enter the float accumulators as one FMA by 2^(E - 140).
+// Columns sit permuted inside each block while the pass runs (unpacklo/hi work per 128-bit
+// lane) and are put back in order at the end.
 template <int G, int WB>
 void decode_values_q8_0(const PagedKvPool& pool, const PagedHeadRow& row, int32_t begin,
                         int32_t end, const float* p, float* acc) {
