@@ -9,8 +9,6 @@
 // No std:: templates here (std::min, std::max, ...): a copy instantiated with AVX2 enabled
 // could be chosen by the linker for non-AVX2 callers (see avx2_common.h).
 #include <cmath>
-#include <algorithm>
-#include <bit>
 #include <limits>
 
 #include "kernels/cpu/avx2_common.h"
@@ -209,12 +207,8 @@ void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
   for (int32_t g = 0; g < group; ++g) max8[g] = neg_inf8;
   alignas(32) int8_t kq[kDecodeChunk * kMaxDecodeHeadDim];
   alignas(32) uint16_t kd[(kMaxDecodeHeadDim / 32) * kDecodeChunk];
-  alignas(32) int32_t kpos[kDecodeChunk];
-  int64_t slot[kDecodeChunk];
-  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
-    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
-    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
-    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+  for_each_score_chunk(pool, row, begin, end, [&](int32_t c0, int32_t nc, const int64_t* slot,
+                                                  const int32_t* kpos) {
     gather_q8_0_rows(pool, slot, nc, kq, d, kd);
     for (int32_t half = 0; half < kDecodeChunk && half < nc; half += 8) {
       const __m256 hidden = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
@@ -242,7 +236,7 @@ void decode_scores_q8_0(const PagedKvPool& pool, const PagedHeadRow& row,
         max8[g] = _mm256_max_ps(max8[g], s);  // padding lanes are hidden: -inf
       }
     }
-  }
+  });
   for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max8[g]);
 }
 
@@ -259,12 +253,8 @@ void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const Group
   __m256 max8[kMaxDecodeGroup];
   for (int32_t g = 0; g < group; ++g) max8[g] = neg_inf8;
   alignas(32) float kbuf[kDecodeChunk * kMaxDecodeHeadDim];
-  alignas(32) int32_t kpos[kDecodeChunk];
-  int64_t slot[kDecodeChunk];
-  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
-    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
-    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
-    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+  for_each_score_chunk(pool, row, begin, end, [&](int32_t c0, int32_t nc, const int64_t* slot,
+                                                  const int32_t* kpos) {
     convert_rows<S>(pool, slot, nc, kbuf);
     for (int32_t half = 0; half < kDecodeChunk && half < nc; half += 8) {
       const __m256 hidden = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
@@ -301,7 +291,7 @@ void decode_scores(const PagedKvPool& pool, const PagedHeadRow& row, const Group
         max8[g] = _mm256_max_ps(max8[g], s);  // padding lanes are hidden: -inf
       }
     }
-  }
+  });
   for (int32_t g = 0; g < group; ++g) max[g] = hmax_ps(max8[g]);
 }
 
@@ -355,13 +345,9 @@ void decode_values(const PagedKvPool& pool, const PagedHeadRow& row, int32_t beg
                    const float* p, float* acc) {
   const int32_t d = pool.head_dim, n = end - begin;
   for (int32_t i = 0; i < G * d; i += 8) _mm256_storeu_ps(acc + i, _mm256_setzero_ps());
-  int64_t slot[kDecodeChunk];
-  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
-    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
-    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
-    const uint32_t live = live_slots(p, G, n, c0, nc);
-    if (live == 0) continue;
-    resolve_chunk_slots(pool, row, begin + c0, nc, slot);
+  const auto live_of = [&](int32_t c0, int32_t nc) { return live_slots(p, G, n, c0, nc); };
+  for_each_value_chunk(pool, row, begin, end, live_of, [&](int32_t c0, int32_t nc, uint32_t live,
+                                                           const int64_t* slot) {
     for (int32_t i0 = 0; i0 < d; i0 += 8 * W) {
       __m256 o[G][W];
       for (int g = 0; g < G; ++g)
@@ -379,7 +365,7 @@ void decode_values(const PagedKvPool& pool, const PagedHeadRow& row, int32_t beg
       for (int g = 0; g < G; ++g)
         for (int w = 0; w < W; ++w) _mm256_storeu_ps(acc + g * d + i0 + 8 * w, o[g][w]);
     }
-  }
+  });
 }
 
 // Pass 3 on a q8_0 cache: the AVX-512 build's integer value sums (x86_tile_helpers.h), with
@@ -433,21 +419,8 @@ void decode_values_q8_0(const PagedKvPool& pool, const PagedHeadRow& row, int32_
   alignas(32) float o[G * kMaxDecodeHeadDim];  // acc with each strip's columns permuted
   for (int32_t i = 0; i < G * d; i += 8) _mm256_store_ps(o + i, _mm256_setzero_ps());
   Q8ValueWeights w;
-  Q8ValueChunk chunks[2];
-  if (n > 0) fetch_q8_0_value_chunk(pool, row, begin, 0, std::min(n, kValueChunk), &chunks[0]);
-  for (int32_t c0 = 0, at = 0; c0 < n; c0 += kValueChunk, at ^= 1) {
-    const Q8ValueChunk& chunk = chunks[at];
-    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kValueChunk, end);
-    const int32_t next = c0 + kValueChunk;
-    if (next < n) {
-      fetch_q8_0_value_chunk(pool, row, begin, next, std::min(n - next, kValueChunk),
-                             &chunks[at ^ 1]);
-    }
-    uint32_t live = live_slots(p, G, n, c0, std::min(chunk.nc, kDecodeChunk));
-    if (chunk.nc > kDecodeChunk) {
-      live |= live_slots(p, G, n, c0 + kDecodeChunk, chunk.nc - kDecodeChunk) << kDecodeChunk;
-    }
-    if (live == 0) continue;
+  const auto live_of = [&](int32_t c0, int32_t nc) { return live_slots(p, G, n, c0, nc); };
+  for_each_q8_0_value_chunk(pool, row, begin, end, live_of, [&](const Q8ValueChunk& chunk) {
     q8_0_value_weights<G>(nb, n, p, chunk, &w);
     const int32_t pairs = (chunk.nc + 1) / 2;
     for (int32_t b = 0; b < nb; ++b) {
@@ -476,7 +449,7 @@ void decode_values_q8_0(const PagedKvPool& pool, const PagedHeadRow& row, int32_
         }
       }
     }
-  }
+  });
   // Index 8v + 4L + t of a strip holds its column 8L + 4v + t (v: lo or hi, L: 128-bit lane).
   for (int32_t i = 0; i < G * d; i += 16) {
     for (int32_t c = 0; c < 16; ++c) acc[i + c] = o[i + 8 * (c % 8 / 4) + 4 * (c / 8) + c % 4];

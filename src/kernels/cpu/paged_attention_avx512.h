@@ -1,10 +1,11 @@
 // AVX-512 paged attention: the query-tiled prefill kernel and the one-query decode kernel
 // (paged_attention_decode's contract in paged_attention_avx2.h; the same bits as the AVX2
-// build). One source (paged_attention_avx512.cpp), compiled once per namespace as the AVX-512
-// row kernels are (quant_avx512.h): kvc::avx512 and kvc::avx512_vnni for the dispatcher (they
-// differ only in the q8_0 decode scores, which VNNI computes slot-parallel: the same exact
-// int8 sums, so the same bits), and the *_emulated twins built against SIMDe, linked into
-// tests only, so CPUs without AVX-512 check this code.
+// build). Two sources (paged_attention_avx512.cpp: tiled; paged_attention_decode_avx512.cpp:
+// decode), compiled once per namespace as the AVX-512 row kernels are (quant_avx512.h):
+// kvc::avx512 and kvc::avx512_vnni for the dispatcher (they differ only in the q8_0 decode
+// kernel, where VNNI computes the scores slot-parallel and multiplies the value weights with
+// vpdpwssd: the same exact integer sums, so the same bits), and the *_emulated twins built
+// against SIMDe, linked into tests only, so CPUs without AVX-512 check this code.
 //
 // Call the native builds only after cpu_features.h says the CPU runs AVX-512.
 #pragma once

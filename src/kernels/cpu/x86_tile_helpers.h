@@ -1,8 +1,9 @@
 // Scalar bookkeeping shared by the x86 attention kernels (paged_attention_avx2.cpp,
-// paged_attention_avx512.cpp). Like x86_shared_helpers.h it has no include guard, opens no
-// namespace and includes nothing: each kernel source includes it INSIDE its own namespace,
-// after kernels/paged_attention.h and kernels/quant.h, so every instruction set keeps its own
-// copies of these inline functions and the linker can never hand an AVX-512 copy to AVX2 code.
+// paged_attention_avx512.cpp, paged_attention_decode_avx512.cpp). Like x86_shared_helpers.h it
+// has no include guard, opens no namespace and includes nothing: each kernel source includes it
+// INSIDE its own namespace, after kernels/paged_attention.h and kernels/quant.h, so every
+// instruction set keeps its own copies of these inline functions and the linker can never hand
+// an AVX-512 copy to AVX2 code.
 
 // The largest position among the tile's queries.
 inline int32_t tile_max_position(const GroupQueries& queries) {
@@ -99,10 +100,16 @@ struct Q8WeightScale {
   float to_int;    // 2^(140 - E)
   float to_float;  // 2^(E - 140)
 };
+// (Floats from their bits by memcpy: no std:: template is instantiated in kernel code.)
+inline float float_of_bits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
 inline Q8WeightScale q8_weight_scale(uint32_t top) {
   if (top < 14) return {0.0f, 0.0f};
-  if (top == 255) return {1.0f, std::numeric_limits<float>::quiet_NaN()};
-  return {std::bit_cast<float>((267u - top) << 23), std::bit_cast<float>((top - 13u) << 23)};
+  if (top == 255) return {1.0f, float_of_bits(0x7fc00000u)};  // a quiet NaN
+  return {float_of_bits((267u - top) << 23), float_of_bits((top - 13u) << 23)};
 }
 
 // One chunk's int16 weights (each build packs the pairs in its own lane order) and scales.
@@ -243,5 +250,68 @@ inline void prefetch_row_slots(const PagedKvPool& pool, const PagedHeadRow& row,
     _mm_prefetch(p + bytes - 1, _MM_HINT_T1);
     _mm_prefetch(reinterpret_cast<const char*>(pool.positions + first), _MM_HINT_T1);
     s += run;
+  }
+}
+
+// ---- The decode passes' chunk loops (each build's pass is the loop body) ----
+
+// body(c0, nc, slot, kpos) for row slots [begin, end) in chunks of kDecodeChunk (the scores
+// passes): the K rows kPrefetchAhead slots ahead prefetched, the chunk's pool slots and
+// positions resolved (resolve_tile_chunk; kpos 64-byte aligned).
+template <typename Body>
+inline void for_each_score_chunk(const PagedKvPool& pool, const PagedHeadRow& row,
+                                 int32_t begin, int32_t end, Body&& body) {
+  alignas(64) int32_t kpos[kDecodeChunk];
+  int64_t slot[kDecodeChunk];
+  const int32_t n = end - begin;
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.k, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    resolve_tile_chunk(pool, row, begin + c0, nc, kDecodeChunk, slot, kpos);
+    body(c0, nc, static_cast<const int64_t*>(slot), static_cast<const int32_t*>(kpos));
+  }
+}
+
+// body(c0, nc, live, slot) for the chunks of kDecodeChunk row slots (the float values passes)
+// with a live slot, live = live_slots(c0, nc) their bit mask (the build's own): the V rows
+// prefetched ahead, the pool slots resolved for the chunks that run.
+template <typename LiveSlots, typename Body>
+inline void for_each_value_chunk(const PagedKvPool& pool, const PagedHeadRow& row,
+                                 int32_t begin, int32_t end, LiveSlots&& live_slots,
+                                 Body&& body) {
+  int64_t slot[kDecodeChunk];
+  const int32_t n = end - begin;
+  for (int32_t c0 = 0; c0 < n; c0 += kDecodeChunk) {
+    const int32_t nc = n - c0 < kDecodeChunk ? n - c0 : kDecodeChunk;
+    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kDecodeChunk, end);
+    const uint32_t live = live_slots(c0, nc);
+    if (live == 0) continue;
+    resolve_chunk_slots(pool, row, begin + c0, nc, slot);
+    body(c0, nc, live, static_cast<const int64_t*>(slot));
+  }
+}
+
+// body(chunk) for the chunks of kValueChunk row slots (the q8_0 values passes) with a live
+// slot (live_slots(c0, nc) for nc <= kDecodeChunk, the build's own), each chunk fetched one
+// ahead (Q8ValueChunk: its scales are stored a chunk before they are loaded), the V rows
+// prefetched ahead.
+template <typename LiveSlots, typename Body>
+inline void for_each_q8_0_value_chunk(const PagedKvPool& pool, const PagedHeadRow& row,
+                                      int32_t begin, int32_t end, LiveSlots&& live_slots,
+                                      Body&& body) {
+  const int32_t n = end - begin;
+  const auto count = [n](int32_t c0) { return n - c0 < kValueChunk ? n - c0 : kValueChunk; };
+  Q8ValueChunk chunks[2];
+  if (n > 0) fetch_q8_0_value_chunk(pool, row, begin, 0, count(0), &chunks[0]);
+  for (int32_t c0 = 0, at = 0; c0 < n; c0 += kValueChunk, at ^= 1) {
+    const Q8ValueChunk& chunk = chunks[at];
+    prefetch_row_slots(pool, row, pool.v, begin + c0 + kPrefetchAhead, kValueChunk, end);
+    const int32_t next = c0 + kValueChunk;
+    if (next < n) fetch_q8_0_value_chunk(pool, row, begin, next, count(next), &chunks[at ^ 1]);
+    uint32_t live = live_slots(c0, chunk.nc < kDecodeChunk ? chunk.nc : kDecodeChunk);
+    if (chunk.nc > kDecodeChunk) {
+      live |= live_slots(c0 + kDecodeChunk, chunk.nc - kDecodeChunk) << kDecodeChunk;
+    }
+    if (live != 0) body(chunk);
   }
 }
