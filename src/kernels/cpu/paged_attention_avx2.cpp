@@ -1,7 +1,7 @@
 // AVX2 paged attention. paged_attention_decode: one query, three passes over a slot range
 // (scores, exponentials, values), each K and V row converted once for every query head of the
-// group (GQA without repeating KVs), the rows two chunks ahead prefetched (a row's blocks are
-// scattered over the pool, so the hardware prefetcher loses the stream at every block); the
+// group (GQA without repeating KVs), the start of each block's rows prefetched ahead (a row's
+// blocks are scattered over the pool, so the hardware prefetcher is pointed at each one); the
 // same bits as the AVX-512 build (x86_tile_helpers.h). Groups up to 8, head_dim % 16 == 0.
 // paged_attention_tiled: each K and V row is read once per tile of up to kMaxQueryTile tokens x
 // group heads. Requires head_dim % 8 == 0 and head_dim <= kMaxTiledHeadDim.

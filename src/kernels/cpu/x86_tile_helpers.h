@@ -234,8 +234,10 @@ inline float tree_sum16(const float* b) {
   return (h2[0] + h2[2]) + (h2[1] + h2[3]);
 }
 
-// Prefetches the K (or V) rows and positions of row slots [s0, s0 + count) clipped to the
-// row: within a block the slots' rows are contiguous, so one run of cache lines per block.
+// Prefetches the start of the K (or V) rows and the positions of row slots [s0, s0 + count)
+// clipped to the row: within a block the slots' rows are contiguous, one run of cache lines
+// per block, and the first three lines of a run are enough for the L2 streamer to fetch the
+// rest (prefetching every line held the core's fill buffers: 8K decode rows 9-16% slower).
 inline void prefetch_row_slots(const PagedKvPool& pool, const PagedHeadRow& row, const void* base,
                                int32_t s0, int32_t count, int32_t end) {
   const int32_t bs = pool.block_size;
@@ -246,8 +248,9 @@ inline void prefetch_row_slots(const PagedKvPool& pool, const PagedHeadRow& row,
     const int64_t first = static_cast<int64_t>(row.block_table[s / bs]) * bs + off;
     const char* p = static_cast<const char*>(base) + first * pool.row_bytes;
     const int64_t bytes = run * pool.row_bytes;
-    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
-    _mm_prefetch(p + bytes - 1, _MM_HINT_T1);
+    _mm_prefetch(p, _MM_HINT_T1);
+    if (bytes > 64) _mm_prefetch(p + 64, _MM_HINT_T1);
+    if (bytes > 128) _mm_prefetch(p + 128, _MM_HINT_T1);
     _mm_prefetch(reinterpret_cast<const char*>(pool.positions + first), _MM_HINT_T1);
     s += run;
   }
