@@ -64,9 +64,11 @@ def kvc_case(args, case: str) -> tuple[float, float]:
     if case.startswith("batch"):
         n = int(case[5:])
         kv_mib = n * (BATCH_PROMPT + GEN + 16) * args.kv_bytes_per_token / 2**20 * 1.25
+        # -b 512: the step's token budget sizes kvc's activation buffers, as llama.cpp's
+        # -ub 512 sizes its compute buffer (decode steps hold at most n tokens either way).
         out, rss = run(base + ["--serving", "--num-prompts", str(n), "--input-lens", str(BATCH_PROMPT),
                                "--output-len", str(GEN), "--compression-rates", "1",
-                               "--kv-budget", f"{kv_mib:.1f}", "-b", "8192"])
+                               "--kv-budget", f"{kv_mib:.1f}", "-b", "512"])
         return json.loads(out.splitlines()[-1])["decode_only_tokens_per_second"], rss
     sys.exit(f"unknown case {case}")
 
