@@ -75,6 +75,7 @@ inline void for_each_query_tile(const GroupQueries& queries, int32_t tile_tokens
 constexpr int32_t kDecodeChunk = 16;     // slots per step: one 16-lane vector of scores
 constexpr int32_t kMaxDecodeGroup = 8;   // larger groups: the reference
 constexpr int32_t kPrefetchAhead = 128;   // slots between a row's prefetch and its use
+constexpr int32_t kPrefetchLines = 3;     // cache lines prefetched per block run
 
 // On a q8_0 cache the scores are int8 dot products instead (both builds, same bits):
 //   the query of each head is quantized as the cache stores K (ggml's block_q8_0 per 32 values,
@@ -236,8 +237,8 @@ inline float tree_sum16(const float* b) {
 
 // Prefetches the start of the K (or V) rows and the positions of row slots [s0, s0 + count)
 // clipped to the row: within a block the slots' rows are contiguous, one run of cache lines
-// per block, and the first three lines of a run are enough for the L2 streamer to fetch the
-// rest (prefetching every line held the core's fill buffers: 8K decode rows 9-16% slower).
+// per block, and its first kPrefetchLines lines are enough for the L2 streamer to fetch the
+// rest (prefetching every line measured 9-16% slower on 8K decode rows, docs/performance.md).
 inline void prefetch_row_slots(const PagedKvPool& pool, const PagedHeadRow& row, const void* base,
                                int32_t s0, int32_t count, int32_t end) {
   const int32_t bs = pool.block_size;
@@ -248,9 +249,9 @@ inline void prefetch_row_slots(const PagedKvPool& pool, const PagedHeadRow& row,
     const int64_t first = static_cast<int64_t>(row.block_table[s / bs]) * bs + off;
     const char* p = static_cast<const char*>(base) + first * pool.row_bytes;
     const int64_t bytes = run * pool.row_bytes;
-    _mm_prefetch(p, _MM_HINT_T1);
-    if (bytes > 64) _mm_prefetch(p + 64, _MM_HINT_T1);
-    if (bytes > 128) _mm_prefetch(p + 128, _MM_HINT_T1);
+    for (int64_t o = 0; o < bytes && o < 64 * kPrefetchLines; o += 64) {
+      _mm_prefetch(p + o, _MM_HINT_T1);
+    }
     _mm_prefetch(reinterpret_cast<const char*>(pool.positions + first), _MM_HINT_T1);
     s += run;
   }
