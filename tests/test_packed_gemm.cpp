@@ -11,6 +11,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
+#include "kernels/packed_layout.h"
 #include "kernels/packed_weights.h"
 #include "kernels/quant.h"
 #include "kernel_set_cases.h"
@@ -215,7 +216,7 @@ TEST_P(PackedKernelSetTest, MatchesReferenceBitForBit) {
         const std::vector<float> x = random_tokens(sh.tokens, sh.cols, rng, 2);
         const Activations a = quantize(type, x, sh.tokens, sh.cols);
         const auto expected = run_kernel(reference::packed_gemm_kernel(format), *p, a, 4);
-        for (int chunk = 1; chunk <= 4; ++chunk) {
+        for (int chunk = 1; chunk <= packed::kMaxTokens; ++chunk) {
           const auto got = run_kernel(kernel, *p, a, chunk);
           ASSERT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0)
               << "chunk " << chunk;

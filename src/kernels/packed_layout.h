@@ -38,8 +38,9 @@ using cpu::PackedFormat;
 inline constexpr int kGroupRows = 16;
 inline constexpr int kBlockElems = 32;
 inline constexpr int kChunkBytes = 64;
-// Tokens per kernel call: the kernels keep one accumulator per token and row half in registers.
-inline constexpr int kMaxTokens = 4;
+// Tokens per kernel call: the kernels keep one accumulator per token and row half in registers,
+// and each weight chunk is loaded and unpacked once for all of them.
+inline constexpr int kMaxTokens = 8;
 
 template <PackedFormat F>
 inline constexpr bool kHasMin = F == PackedFormat::kQ4_1;

@@ -92,13 +92,26 @@ void gemm_group(const PackedGemmArgs& a) {
   }
 }
 
-// One instance per token count, so each keeps its accumulators in registers.
+// One instance per token count, so each keeps its accumulators in registers: at most 4 tokens,
+// whose 8 accumulators and 8 integer sums leave room in the 16 ymm registers for a chunk's
+// weights. A call with more tokens runs as calls of 4 and the rest (the same bits).
+constexpr int kTokensPerPass = 4;
+
 template <PackedFormat F>
 void gemm(const PackedGemmArgs& a) {
   static constexpr void (*kByTokens[])(const PackedGemmArgs&) = {
       gemm_group<F, 1>, gemm_group<F, 2>, gemm_group<F, 3>, gemm_group<F, 4>};
-  static_assert(sizeof(kByTokens) / sizeof(kByTokens[0]) == packed::kMaxTokens);
-  kByTokens[a.n_tokens - 1](a);
+  static_assert(sizeof(kByTokens) / sizeof(kByTokens[0]) == kTokensPerPass);
+  PackedGemmArgs part = a;
+  for (int t0 = 0; t0 < a.n_tokens; t0 += kTokensPerPass) {
+    part.n_tokens = a.n_tokens - t0 < kTokensPerPass ? a.n_tokens - t0 : kTokensPerPass;
+    part.q = a.q + t0 * a.q_stride;
+    part.d = a.d + t0 * a.scale_stride;
+    part.s = a.s != nullptr ? a.s + t0 * a.scale_stride : nullptr;
+    part.sum = a.sum + t0 * a.scale_stride;
+    part.y = a.y + t0 * a.y_stride;
+    kByTokens[part.n_tokens - 1](part);
+  }
 }
 
 }  // namespace

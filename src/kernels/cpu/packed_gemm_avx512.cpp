@@ -109,7 +109,8 @@ void gemm_group(const PackedGemmArgs& a) {
 template <PackedFormat F>
 void gemm(const PackedGemmArgs& a) {
   static constexpr void (*kByTokens[])(const PackedGemmArgs&) = {
-      gemm_group<F, 1>, gemm_group<F, 2>, gemm_group<F, 3>, gemm_group<F, 4>};
+      gemm_group<F, 1>, gemm_group<F, 2>, gemm_group<F, 3>, gemm_group<F, 4>,
+      gemm_group<F, 5>, gemm_group<F, 6>, gemm_group<F, 7>, gemm_group<F, 8>};
   static_assert(sizeof(kByTokens) / sizeof(kByTokens[0]) == packed::kMaxTokens);
   kByTokens[a.n_tokens - 1](a);
 }
