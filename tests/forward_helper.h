@@ -17,6 +17,10 @@ struct Observing {
   std::vector<ObservationOptions> observers;
   std::vector<float> sums;  // [observers, n_layer, n_head, stride]
   int64_t stride = 0;
+  // Queries captured at positions [capture_from, capture_from + n_capture) (BatchSequence).
+  std::vector<float> captured;  // [n_layer, n_capture, n_head * head_dim] when n_capture > 0
+  int32_t capture_from = 0;
+  int32_t n_capture = 0;
 };
 
 // Returns the last token's logits [n_vocab] (all_logits: every token's, [n, n_vocab], only when
@@ -47,6 +51,11 @@ inline std::span<const float> run_tokens(ForwardPass& forward, PagedKvCache& cac
       s.n_observers = static_cast<int32_t>(observing->observers.size());
       s.observation = observing->sums.data();
       s.observation_stride = observing->stride;
+      if (observing->n_capture > 0) {
+        s.captured = observing->captured.data();
+        s.capture_from = observing->capture_from;
+        s.n_capture = observing->n_capture;
+      }
     }
     batch.sequences.push_back(s);
     for (int32_t l = 0; l < kc.n_layer; ++l) {

@@ -351,12 +351,52 @@ TEST_F(EngineTest, CompressionDuringPrefillThatEvictsNothingKeepsEveryKv) {
   once.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 0};
   Request chunked = once;
   chunked.compression.compress_chunk = 100;
-  const std::vector<RequestResult> got = serve(engine, {once, chunked});
-  EXPECT_EQ(got[1].tokens, got[0].tokens);
-  EXPECT_EQ(got[1].stats.compressions, 7);
-  EXPECT_EQ(got[1].stats.retained_after_prompt, got[0].stats.retained_after_prompt);
-  EXPECT_EQ(got[1].stats.retained_after_prompt.at(0), 700);
-  EXPECT_EQ(got[1].stats.kv_retained, got[0].stats.kv_retained);
+  // The tail probe runs the last chunk first and drops its KVs: nothing of it may remain.
+  Request probed = chunked;
+  probed.compression.tail_probe = true;
+  const std::vector<RequestResult> got = serve(engine, {once, chunked, probed});
+  for (size_t i : {1u, 2u}) {
+    EXPECT_EQ(got[i].tokens, got[0].tokens) << i;
+    EXPECT_EQ(got[i].stats.compressions, 7) << i;
+    EXPECT_EQ(got[i].stats.retained_after_prompt, got[0].stats.retained_after_prompt) << i;
+    EXPECT_EQ(got[i].stats.retained_after_prompt.at(0), 700) << i;
+    EXPECT_EQ(got[i].stats.kv_retained, got[0].stats.kv_retained) << i;
+  }
+  EXPECT_EQ(engine.metrics().prompt_tokens, 3 * 700);  // the probe's tokens are not the prompt's
+}
+
+// The tail probe under a tight budget: its chunk fits the prompt's peak (budget + one chunk per
+// row), every pass between chunks still ends at the budget, and the probe's queries change what
+// those passes keep. It needs chunks to preview for.
+TEST_F(EngineTest, TailProbeFitsThePromptsPeakAndChangesWhatTheChunksKeep) {
+  const int32_t n = 1850, chunk = 256, bs = 16;
+  Engine engine(*model_, config(rows() * 40));
+  Request base = greedy(prompt_of(n, 2), 4);
+  base.compression.policy = KvPolicy::kKvCompress;
+  base.compression.word_spans = true;
+  base.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 0};
+  base.compression.compress_chunk = chunk;
+  Request probed = base;
+  probed.compression.tail_probe = true;
+  Request no_chunk = probed;
+  no_chunk.compression.compress_chunk = 0;
+  EXPECT_THROW(engine.submit(no_chunk), Error);
+  Request h2o = probed;  // full observation: no window to preview
+  h2o.compression.policy = KvPolicy::kH2O;
+  apply_policy_defaults(h2o.compression);
+  EXPECT_THROW(engine.submit(h2o), Error);
+  const std::vector<RequestResult> got = serve(engine, {base, probed});
+  const size_t block_bytes = engine.cache().pool().block_bytes();
+  for (const RequestResult& r : got) {
+    EXPECT_EQ(r.finish, FinishReason::kMaxTokens);
+    EXPECT_EQ(r.stats.compressions, (n + chunk - 1) / chunk);
+    EXPECT_LE(r.stats.kv_bytes_peak, static_cast<size_t>(rows() * (8 + 16)) * block_bytes);
+    EXPECT_LE(r.stats.kv_retained, static_cast<int64_t>(rows()) * (128 + 16 + bs));
+  }
+  EXPECT_NE(got[1].stats.retained_after_prompt, got[0].stats.retained_after_prompt);
+  EXPECT_LE(engine.metrics().peak_blocks_used, rows() * 40);
+  EXPECT_EQ(engine.cache().pool().free_blocks(), engine.cache().pool().num_blocks());
+  engine.cache().check_invariants();
 }
 
 TEST_F(EngineTest, CompressionDuringPrefillRejectsWhatItCannotRun) {

@@ -252,6 +252,26 @@ TEST(PolicyVariants, MarginalErrorFromTheBaseReachesKvCompressVariantsOnly) {
   EXPECT_FALSE(paper.planner.marginal_error);
 }
 
+TEST(PolicyVariants, ChunkSuffixesSetChunkFactorAndProbe) {
+  const CompressionConfig both = make_policy_variant("auto:chunk256:x2:probe", {}).config;
+  EXPECT_EQ(both.compress_chunk, 256);
+  EXPECT_EQ(both.chunk_budget_factor, 2.0);
+  EXPECT_TRUE(both.tail_probe);
+  const CompressionConfig probe = make_policy_variant("snapkv:chunk512:probe", {}).config;
+  EXPECT_EQ(probe.compress_chunk, 512);
+  EXPECT_EQ(probe.chunk_budget_factor, 1.0);
+  EXPECT_TRUE(probe.tail_probe);
+  // auto probes by default (docs/quality.md); kvcompress-words is auto without the probe.
+  EXPECT_TRUE(make_policy_variant("auto:chunk512:x4", {}).config.tail_probe);
+  EXPECT_FALSE(make_policy_variant("kvcompress-words:chunk512", {}).config.tail_probe);
+  EXPECT_FALSE(make_policy_variant("kvcompress:chunk512", {}).config.tail_probe);
+  for (const char* bad : {"auto:chunk512:probe:x2", "auto:chunk512:probe:probe", "auto:probe",
+                          "auto:chunk512:x2:x2", "h2o:chunk512:probe", "streamingllm:chunk64:probe",
+                          "auto:chunk512:prob"}) {
+    EXPECT_THROW(make_policy_variant(bad, CompressionConfig{}), Error) << bad;
+  }
+}
+
 TEST_F(EvalQuick, BadSettingsAreRejectedWithAMessage) {
   EvalSettings s = quick_settings({64});
   s.tasks = {"no_such_task"};

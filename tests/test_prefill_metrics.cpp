@@ -313,5 +313,55 @@ TEST_F(ObservationOnRealModel, L1MassEqualsObservingQueriesAndFullObservationRes
   }
 }
 
+// The tail probe's scoring (ForwardPass::observe, docs/design.md §5): queries captured during
+// a prefill, observing the same rows afterwards, record exactly what the window's own
+// observer recorded during that prefill (same kernel, same causality), for both metrics.
+TEST_F(ObservationOnRealModel, CapturedQueriesObserveLaterAsTheWindowObservedThen) {
+  const ModelConfig& c = model_->config();
+  const int32_t n = 150, window = 8, stride = 160;
+  std::vector<int32_t> ids(n);
+  for (int32_t i = 0; i < n; ++i) ids[i] = 300 + (i * 53) % 6000;
+  PagedKvCache cache(KvCacheConfig{c.n_layer, c.n_head_kv, c.head_dim, 16,
+                                   c.n_layer * c.n_head_kv * 10, KvStorageType::kF16, true});
+  ForwardPass forward(*model_, 145, 160);  // the window straddles two chunks
+  const size_t q_dim = static_cast<size_t>(c.n_head) * c.head_dim;
+  const size_t per_observer = static_cast<size_t>(c.n_layer) * c.n_head * stride;
+  for (MetricAccumulation kind : {MetricAccumulation::kAbsolute, MetricAccumulation::kSquared}) {
+    const SequenceId seq = cache.add_sequence();
+    test_support::Observing observing;
+    observing.observers = {{kind, window, n - 1, false, 10}};
+    observing.stride = stride;
+    observing.sums.assign(per_observer, 0.0f);
+    observing.captured.assign(c.n_layer * window * q_dim, std::nanf(""));
+    observing.capture_from = n - window;
+    observing.n_capture = window;
+    test_support::run_tokens(forward, cache, seq, ids, 0, &observing);
+    for (float q : observing.captured) ASSERT_FALSE(std::isnan(q));  // every query captured
+
+    std::vector<PagedHeadRow> rows;
+    for (int32_t l = 0; l < c.n_layer; ++l) {
+      for (int32_t h = 0; h < c.n_head_kv; ++h) rows.push_back(cache.row_view(seq, l, h));
+    }
+    std::vector<int32_t> positions(window);
+    for (int32_t i = 0; i < window; ++i) positions[i] = n - window + i;
+    std::vector<float> later(per_observer, 0.0f);
+    forward.observe(cache.pool().view(), rows, observing.captured.data(), positions.data(),
+                    window, kind, later.data(), stride);
+    double total = 0.0;
+    for (size_t i = 0; i < per_observer; ++i) {
+      ASSERT_EQ(later[i], observing.sums[i]) << "index " << i;
+      total += later[i];
+    }
+    EXPECT_GT(total, 0.0);
+    // Sums add up: observing twice records twice the first.
+    forward.observe(cache.pool().view(), rows, observing.captured.data(), positions.data(),
+                    window, kind, later.data(), stride);
+    for (size_t i = 0; i < per_observer; i += 97) {
+      EXPECT_FLOAT_EQ(later[i], 2.0f * observing.sums[i]);
+    }
+    cache.remove_sequence(seq);
+  }
+}
+
 }  // namespace
 }  // namespace kvc

@@ -124,6 +124,16 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(1.0, 1e6))
       ->capture_default_str()
       ->group(group);
+  CLI::Option* probe =
+      app.add_flag("--tail-probe", o.tail_probe,
+                   "With --compress-chunk: run the prompt's last chunk first (its KVs are then "
+                   "dropped) and let its last --observation-window queries also observe every "
+                   "pass between chunks, so what the prompt's end asks about survives until it "
+                   "runs; costs one more chunk of prefill, no memory (on with auto)")
+          ->group(group);
+  app.add_flag("--no-tail-probe", o.no_tail_probe, "Turn the tail probe off (auto turns it on)")
+      ->excludes(probe)
+      ->group(group);
   add_policy_tuning_options(app, o);
 }
 
@@ -220,6 +230,12 @@ CompressionConfig compression_config(const CompressionOptions& o) {
   c.interval = o.interval;
   c.compress_chunk = o.compress_chunk;
   c.chunk_budget_factor = o.chunk_budget_factor;
+  if (o.tail_probe && o.compress_chunk == 0) {
+    fail("--tail-probe previews the prompt's end for the passes between prefill chunks: set "
+         "--compress-chunk too");
+  }
+  if (o.tail_probe) c.tail_probe = true;
+  if (o.no_tail_probe) c.tail_probe = false;
   validate_compression_config(c);
   return c;
 }

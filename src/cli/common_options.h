@@ -53,6 +53,8 @@ struct CompressionOptions {
   int32_t interval = 0;
   int32_t compress_chunk = 0;
   double chunk_budget_factor = 1.0;
+  bool tail_probe = false;     // --tail-probe
+  bool no_tail_probe = false;  // --no-tail-probe (auto's default is on)
   int32_t streaming_sinks = 4;
   uint64_t policy_seed = 0;
   double ada_safeguard = 0.2;

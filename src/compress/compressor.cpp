@@ -97,6 +97,12 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.chunk_budget_factor != 1.0 && c.compress_chunk == 0) {
     fail("--chunk-budget-factor applies between prefill chunks: set --compress-chunk too");
   }
+  if (c.tail_probe && c.compress_chunk > 0 &&
+      (c.full_observation || policy_info(c.policy).metric == MetricAccumulation::kNone)) {
+    fail("the tail probe needs a policy that reads a window's attention; {}{} does not "
+         "(--no-tail-probe, \"tail_probe\": false)",
+         policy_info(c.policy).name, c.full_observation ? " with full observation" : "");
+  }
   if (c.planner.marginal_error && !marginal_error_applies(c)) {
     fail("--marginal-error is a kvcompress (or auto) rule; policy {} has its own",
          policy_info(c.policy).name);
@@ -150,18 +156,19 @@ std::string describe_policy(const CompressionConfig& c) {
 std::string describe(const CompressionConfig& c) {
   if (!c.compresses()) return "full (no eviction)";
   if (c.compress_chunk == 0) return describe_policy(c);
-  if (c.chunk_budget_factor == 1.0) {
-    return fmt::format("{}, compressed every {} prompt tokens", describe_policy(c),
-                       c.compress_chunk);
-  }
-  return fmt::format("{}, compressed every {} prompt tokens to {:g}x the budget", describe_policy(c),
-                     c.compress_chunk, c.chunk_budget_factor);
+  return fmt::format("{}, compressed every {} prompt tokens{}{}", describe_policy(c),
+                     c.compress_chunk,
+                     c.chunk_budget_factor == 1.0
+                         ? ""
+                         : fmt::format(" to {:g}x the budget", c.chunk_budget_factor),
+                     c.tail_probe ? ", tail probe" : "");
 }
 
 void set_policy(CompressionConfig& config, std::string_view name) {
   if (name == kAutoPolicy) {
     config.policy = KvPolicy::kKvCompress;
     config.word_spans = true;
+    config.tail_probe = true;  // a no-op unless the prompt is compressed in chunks
     return;
   }
   try {

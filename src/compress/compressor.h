@@ -42,6 +42,13 @@ struct CompressionConfig {
   // chunk of KV memory, and the final pass chooses among factor x more candidates: KVs that
   // only the question makes important have factor x the chance to still be there.
   double chunk_budget_factor = 1.0;
+  // The tail probe (docs/design.md §5): before a chunked prefill, the prompt's last chunk runs
+  // alone at its own positions and its last observation_window queries are kept (its KVs are
+  // dropped); every pass between chunks then also lets those queries observe, so a KV that the
+  // prompt's end (usually the question) attends to is kept before the question's chunk runs.
+  // Costs one extra chunk of prefill; no extra KV memory (the probe fits the prompt's peak).
+  // Applies with compress_chunk only (a no-op otherwise); `auto` turns it on.
+  bool tail_probe = false;
   bool continual = true;           // compress when a decode step would run out of blocks
   int32_t interval = 0;            // also compress every `interval` decode steps (0: never)
   // Baselines (compress/baseline_planners.h):

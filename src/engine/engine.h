@@ -20,7 +20,10 @@
 //      stop rules and interval compression run per sequence. With compression during prefill
 //      (CompressionConfig::compress_chunk), a prompt is also compressed back to its budget
 //      after each chunk, so it is admitted, reserved and checked against the pool for its
-//      budget plus one chunk instead of its whole length (prefill_blocks()).
+//      budget plus one chunk instead of its whole length (prefill_blocks()). With the tail
+//      probe (CompressionConfig::tail_probe) the prompt's last chunk runs first, within that
+//      same reservation; its KVs are dropped and its last queries observe every pass between
+//      chunks (docs/design.md §5).
 //
 // Threads: submit(), fork(), cancel(), release() and metrics() may be called from any thread;
 // step() and run_until_idle() only from one thread at a time (the engine thread after
@@ -157,6 +160,8 @@ class Engine {
   void advance(Sequence& s);         // after a step: post-prefill, sampling, finish
   void post_prefill(Sequence& s);
   void compress_prefill_chunk(Sequence& s);
+  void end_probe(Sequence& s);       // the tail probe ran: drop its KVs, keep its queries
+  void observe_probe(Sequence& s);   // the probe's queries observe the rows before a pass
   // final_pass: the pass after the prompt's last token, whose window alone ranks the KVs
   // (MetricMerge::kReplace; a no-op difference without chunks, where every metric is 0).
   void write_observed_metrics(Sequence& s, bool final_pass = false);

@@ -126,6 +126,7 @@ void Engine::preempt(Sequence& s) {
   s.prompt_done = false;
   s.reserved_blocks = 0;
   s.observation.clear();
+  s.probe_tokens.clear();  // start_sequence probes again
   ++s.stats.preemptions;
   ++metrics_.preemptions;
   running_.erase(std::find(running_.begin(), running_.end(), &s));
@@ -170,7 +171,7 @@ std::vector<Engine::StepEntry> Engine::schedule() {
     if (budget == 0) break;
     if (s->phase != Sequence::Phase::kRunning || s->decoding()) continue;
     if (s->parent >= 0 && !s->prompt_done) continue;  // a fork compresses before it runs
-    int32_t n = std::min(s->chunk_end() - s->n_computed, budget);
+    int32_t n = std::min(s->chunk_left(), budget);
     if (n <= 0) continue;
     // A prompt chunk fits its reservation (prefill_blocks() is its peak); teacher-forced tokens
     // have none: take what the free blocks allow.

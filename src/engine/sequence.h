@@ -50,6 +50,15 @@ struct Engine::Sequence {
   std::vector<float> observation;  // [observers, n_layer, n_head, prompt_len]
   std::vector<int32_t> word_spans;  // [prompt_len] span starts, once a word-span policy asked
 
+  // The tail probe (CompressionConfig::tail_probe, docs/design.md §5): while probe_tokens is
+  // not empty these prompt indices run first, at their own positions, with probe_done of them
+  // computed (n_computed stays 0); their last queries are captured into probe_queries, then
+  // their KVs are dropped and the prompt runs from its start.
+  std::vector<int32_t> probe_tokens;
+  int32_t probe_done = 0;
+  std::vector<float> probe_queries;     // [n_layer, probe_positions, n_head * head_dim]
+  std::vector<int32_t> probe_positions;  // the captured queries' positions
+
   bool cancel_requested = false;
   FinishReason finish = FinishReason::kMaxTokens;
   RequestStats stats;
@@ -59,8 +68,14 @@ struct Engine::Sequence {
   int32_t forced_end() const {
     return prompt_len + static_cast<int32_t>(request.forced_tokens.size());
   }
+  bool probing() const { return !probe_tokens.empty(); }
   // Tokens up to here may run as one chunk.
   int32_t chunk_end() const { return prompt_done ? forced_end() : compress_at; }
+  // Tokens of the current chunk not yet computed (the probe's, while it runs).
+  int32_t chunk_left() const {
+    return probing() ? static_cast<int32_t>(probe_tokens.size()) - probe_done
+                     : chunk_end() - n_computed;
+  }
   bool decoding() const { return n_computed >= chunk_end() && prompt_done; }
 };
 

@@ -16,6 +16,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The prompt's first tokens the tail probe runs before its last ones: the attention sinks
+// (StreamingLLM, Xiao et al. 2023: four initial tokens hold the attention a model puts there),
+// so the probe's queries are computed as they are in the whole prompt, which has them.
+constexpr int32_t kProbeSinks = 4;
+
 // The index of the observer equal to `o` in `observers`, or -1.
 int32_t find_observer(const std::vector<ObservationOptions>& observers,
                       const ObservationOptions& o) {
@@ -101,8 +106,51 @@ void Engine::start_sequence(Sequence& s) {
                              static_cast<size_t>(s.prompt_len),
                          0.0f);
   }
+  s.probe_tokens.clear();
+  s.probe_done = 0;
+  s.probe_queries.clear();
+  s.probe_positions.clear();
+  if (s.compression.tail_probe && s.compression.compresses_during_prefill() &&
+      s.prompt_len > s.compression.compress_chunk) {
+    // The probe is one chunk: the prompt's first tokens (the attention sinks its queries would
+    // otherwise lack), then its last ones; so it fits the prompt's peak of blocks. Its observers
+    // are the final pass's (the last observation_window queries).
+    const int32_t chunk = s.compression.compress_chunk;
+    const int32_t sinks = std::min(kProbeSinks, chunk - s.compression.observation_window);
+    for (int32_t i = 0; i < sinks; ++i) s.probe_tokens.push_back(i);
+    for (int32_t i = s.prompt_len - chunk + sinks; i < s.prompt_len; ++i) {
+      s.probe_tokens.push_back(i);
+    }
+    const int32_t n = std::min(s.compression.observation_window, s.compression.compress_chunk);
+    for (int32_t p = s.prompt_len - n; p < s.prompt_len; ++p) s.probe_positions.push_back(p);
+    s.probe_queries.assign(static_cast<size_t>(mc.n_layer) * n * mc.n_head * mc.head_dim, 0.0f);
+  }
   s.prefill_blocks = prefill_blocks(s.compression, s.prompt_len);
   update_reservation(s);
+}
+
+void Engine::end_probe(Sequence& s) {
+  // The probe's KVs go (the prompt runs from its start); its captured queries stay.
+  cache_.remove_sequence(s.cache_seq);
+  s.cache_seq = cache_.add_sequence();
+  s.probe_tokens.clear();
+  update_reservation(s);
+}
+
+void Engine::observe_probe(Sequence& s) {
+  const ModelConfig& mc = model_.config();
+  std::vector<PagedHeadRow> rows;
+  for (int32_t l = 0; l < mc.n_layer; ++l) {
+    for (int32_t h = 0; h < mc.n_head_kv; ++h) rows.push_back(cache_.row_view(s.cache_seq, l, h));
+  }
+  const size_t per_observer = static_cast<size_t>(mc.n_layer) * mc.n_head * s.prompt_len;
+  for (const int32_t o : {s.policy_observer, s.mass_observer}) {
+    if (o < 0) continue;
+    forward_.observe(cache_.pool().view(), rows, s.probe_queries.data(),
+                     s.probe_positions.data(), static_cast<int32_t>(s.probe_positions.size()),
+                     s.observers[static_cast<size_t>(o)].kind,
+                     s.observation.data() + static_cast<size_t>(o) * per_observer, s.prompt_len);
+  }
 }
 
 void Engine::update_reservation(Sequence& s) {
@@ -133,7 +181,11 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
     b.metric = b.per_query && s.compression.compresses() ? s.compression.metric
                                                           : MetricAccumulation::kNone;
     b.accumulate_mass = s.compression.planner.marginal_error;
-    if (!s.prompt_done && !s.observers.empty()) {
+    if (s.probing()) {
+      b.captured = s.probe_queries.data();
+      b.capture_from = s.probe_positions.front();
+      b.n_capture = static_cast<int32_t>(s.probe_positions.size());
+    } else if (!s.prompt_done && !s.observers.empty()) {
       b.observers = s.observers.data();
       b.n_observers = static_cast<int32_t>(s.observers.size());
       b.observation = s.observation.data();
@@ -144,15 +196,16 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
         batch_.rows.push_back(cache_.row_view(s.cache_seq, l, h));
       }
     }
-    const int32_t end = s.n_computed + e.n_tokens;
     const bool forced = s.prompt_done && s.n_computed < s.forced_end();
-    for (int32_t i = s.n_computed; i < end; ++i) {
+    for (int32_t j = 0; j < e.n_tokens; ++j) {
+      const int32_t i = s.probing() ? s.probe_tokens[static_cast<size_t>(s.probe_done + j)]
+                                    : s.n_computed + j;
       batch_.tokens.push_back(s.tokens[static_cast<size_t>(i)]);
       batch_.positions.push_back(i);
       // Logits: every forced token; otherwise the newest known token, once its prompt (and
-      // teacher forcing) is done, since that is where sampling continues.
+      // teacher forcing) is done, since that is where sampling continues; none for the probe.
       const bool newest = i + 1 == static_cast<int32_t>(s.tokens.size()) &&
-                          (s.prompt_done || s.request.forced_tokens.empty());
+                          (s.prompt_done || s.request.forced_tokens.empty()) && !s.probing();
       batch_.want_logits.push_back(forced || newest ? 1 : 0);
     }
     batch_.sequences.push_back(b);
@@ -188,12 +241,16 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
       const auto last = logits.subspan((row - 1) * n_vocab, n_vocab);
       s.logits.assign(last.begin(), last.end());
     }
+    s.stats.kv_bytes_peak = std::max(s.stats.kv_bytes_peak, cache_.bytes_owned(s.cache_seq));
+    if (s.probing()) {
+      s.probe_done += b.n_tokens;
+      continue;
+    }
     if (!s.prompt_done) metrics_.prompt_tokens += b.n_tokens;
     s.n_computed += b.n_tokens;
     if (!s.prompt_done && s.request.on_prefill_progress) {
       s.request.on_prefill_progress(s.n_computed, s.prompt_len);
     }
-    s.stats.kv_bytes_peak = std::max(s.stats.kv_bytes_peak, cache_.bytes_owned(s.cache_seq));
   }
   int64_t decode_tokens = 0;
   for (const BatchSequence& b : batch_.sequences) decode_tokens += b.per_query ? b.n_tokens : 0;
@@ -257,6 +314,7 @@ void Engine::write_observed_metrics(Sequence& s, bool final_pass) {
 }
 
 void Engine::compress_prefill_chunk(Sequence& s) {
+  if (!s.probe_positions.empty()) observe_probe(s);
   write_observed_metrics(s);
   compress(s, INT64_MAX, false, true);
   // The observation is slot-indexed and compaction moved slots: the next chunk starts afresh
@@ -306,6 +364,10 @@ void Engine::post_prefill(Sequence& s) {
 
 void Engine::advance(Sequence& s) {
   if (s.phase != Sequence::Phase::kRunning) return;
+  if (s.probing()) {
+    if (s.chunk_left() == 0) end_probe(s);
+    return;
+  }
   if (!s.prompt_done && s.n_computed == s.prompt_len) {
     post_prefill(s);
   } else if (!s.prompt_done && s.n_computed == s.compress_at) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "util/error.h"
 
@@ -30,33 +32,42 @@ constexpr VariantName kAblations[] = {
 }  // namespace
 
 PolicyVariant make_policy_variant(std::string_view full_name, const CompressionConfig& base) {
-  // NAME:chunkN: NAME compressing during prefill every N prompt tokens; NAME:chunkN:xF keeping
-  // F times the budget between chunks (CompressionConfig::chunk_budget_factor).
+  // NAME:chunkN: NAME compressing during prefill every N prompt tokens, then optionally ':xF'
+  // keeping F times the budget between chunks (CompressionConfig::chunk_budget_factor) and
+  // ':probe' previewing the prompt's end (CompressionConfig::tail_probe), in that order.
   std::string_view name = full_name;
   int32_t chunk = 0;
   double factor = 1.0;
+  bool probe = false;
   if (const size_t colon = full_name.find(':'); colon != std::string_view::npos) {
     name = full_name.substr(0, colon);
-    std::string_view suffix = full_name.substr(colon + 1);
-    std::string factor_text;
-    if (const size_t second = suffix.find(':'); second != std::string_view::npos) {
-      factor_text = std::string(suffix.substr(second + 1));
-      suffix = suffix.substr(0, second);
+    std::vector<std::string> parts;
+    for (std::string_view rest = full_name.substr(colon + 1);;) {
+      const size_t next = rest.find(':');
+      parts.emplace_back(rest.substr(0, next));
+      if (next == std::string_view::npos) break;
+      rest = rest.substr(next + 1);
     }
-    const std::string digits(suffix.starts_with("chunk") ? suffix.substr(5) : std::string_view());
+    const std::string digits(parts[0].starts_with("chunk") ? parts[0].substr(5) : "");
     char* end = nullptr;
     const long n = digits.empty() ? 0 : std::strtol(digits.c_str(), &end, 10);
-    bool bad = digits.empty() || *end != '\0' || n < 1 || n > (1 << 24) || name == "full";
-    if (!factor_text.empty()) {
-      const std::string f = factor_text.starts_with("x") ? factor_text.substr(1) : std::string();
+    bool bad = digits.empty() || *end != '\0' || n < 1 || n > (1 << 24) || name == "full" ||
+               parts.size() > 3;
+    size_t next = 1;
+    if (!bad && next < parts.size() && parts[next].starts_with("x")) {
+      const std::string f = parts[next++].substr(1);
       char* f_end = nullptr;
       factor = f.empty() ? 0.0 : std::strtod(f.c_str(), &f_end);
-      bad = bad || f.empty() || *f_end != '\0' || !(factor >= 1.0 && factor <= 1e6);
+      bad = f.empty() || *f_end != '\0' || !(factor >= 1.0 && factor <= 1e6);
     }
-    if (bad) {
+    if (!bad && next < parts.size() && parts[next] == "probe") {
+      probe = true;
+      ++next;
+    }
+    if (bad || next != parts.size()) {
       fail("policy '{}': the only suffixes are ':chunkN' (compress every N prompt tokens, "
-           "N >= 1) and ':chunkN:xF' (keeping F >= 1 times the budget between chunks) on a "
-           "compressing policy",
+           "N >= 1), then ':xF' (keep F >= 1 times the budget between chunks) and ':probe' "
+           "(the tail probe), on a compressing policy",
            full_name);
     }
     chunk = static_cast<int32_t>(n);
@@ -89,6 +100,7 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   apply_policy_defaults(v.config);
   v.config.compress_chunk = chunk;
   v.config.chunk_budget_factor = factor;
+  if (probe) v.config.tail_probe = true;  // auto has it on already
   validate_compression_config(v.config);
   return v;
 }
@@ -97,7 +109,8 @@ std::string policy_variant_names() {
   std::string names = policy_names_with_auto();
   for (const VariantName& a : kAblations) names += fmt::format(", {}", a.name);
   return names + " (a compressing one with ':chunkN' compresses during prefill every N tokens; "
-                 "':chunkN:xF' keeps F times the budget between chunks)";
+                 "':chunkN:xF' keeps F times the budget between chunks; ':chunkN:probe' and "
+                 "':chunkN:xF:probe' run the tail probe)";
 }
 
 CompressionConfig with_budget(const PolicyVariant& variant, int32_t budget) {

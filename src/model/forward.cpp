@@ -101,6 +101,15 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
       apply_rope(k_.data() + t * kv_dim, c.n_head_kv, c.head_dim, c.rope_dims, rope,
                  c.rope_style);
     }
+    for (const BatchSequence& s : batch.sequences) {
+      if (s.captured == nullptr) continue;
+      for (int32_t t = s.first_token; t < s.first_token + s.n_tokens; ++t) {
+        const int32_t i = batch.positions[t] - s.capture_from;
+        if (i < 0 || i >= s.n_capture) continue;
+        std::copy_n(q_.data() + t * q_dim, q_dim,
+                    s.captured + (static_cast<int64_t>(layer) * s.n_capture + i) * q_dim);
+      }
+    }
     const auto attention_start = std::chrono::steady_clock::now();
     const auto n_stores = static_cast<int32_t>(batch.sequences.size()) * c.n_head_kv;
 #pragma omp parallel for if (split_tokens)
@@ -145,6 +154,63 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
     matmul(w.output, xn_.data(), E, n_out, logits_.data(), c.n_vocab, matmul_scratch_);
   }
   return {logits_.data(), logits_.size()};
+}
+
+namespace {
+
+// An observer's record of one query head's probabilities p over a row's slots.
+void add_probabilities(MetricAccumulation kind, const float* p, int32_t n, float* sums) {
+  const bool squared = kind == MetricAccumulation::kSquared;
+  for (int32_t i = 0; i < n; ++i) sums[i] += squared ? p[i] * p[i] : p[i];
+}
+
+}  // namespace
+
+void ForwardPass::observe(const PagedKvPool& pool, std::span<const PagedHeadRow> rows,
+                          const float* queries, const int32_t* positions, int32_t n_query,
+                          MetricAccumulation kind, float* sums, int64_t stride) {
+  const ModelConfig& c = config_;
+  const int32_t group = c.group_size();
+  const int64_t q_dim = static_cast<int64_t>(c.n_head) * c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const auto n_rows = static_cast<int32_t>(rows.size());
+  KVC_ASSERT(n_rows == c.n_layer * c.n_head_kv && n_query >= 0);
+  KVC_ASSERT(kind != MetricAccumulation::kNone);
+  for (const PagedHeadRow& row : rows) {
+    KVC_ASSERT(row.length <= stride && row.length <= max_context_);
+  }
+  PagedKvPool read_only = pool;  // the observed queries add nothing to the pool's metric
+  read_only.metric = nullptr;
+  read_only.mass = nullptr;
+#pragma omp parallel
+  {
+    float* scratch =
+        attn_scratch_.data() + static_cast<size_t>(omp_get_thread_num()) * group * max_context_;
+    float* discard = observed_out_.data() + static_cast<size_t>(omp_get_thread_num()) * group *
+                                                c.head_dim;
+#pragma omp for schedule(dynamic, 1)
+    for (int32_t r = 0; r < n_rows; ++r) {
+      const int32_t layer = r / c.n_head_kv;
+      const int32_t h = r % c.n_head_kv;
+      const PagedHeadRow& row = rows[static_cast<size_t>(r)];
+      GroupQueries q;
+      q.q_stride = q_dim;
+      q.n_query = 1;
+      q.group = group;
+      for (int32_t i = 0; i < n_query; ++i) {
+        q.q = queries + (static_cast<int64_t>(layer) * n_query + i) * q_dim +
+              static_cast<int64_t>(h) * group * c.head_dim;
+        q.positions = positions + i;
+        paged_attention(read_only, row, q, scale, MetricAccumulation::kNone, discard, q_dim,
+                        scratch);
+        for (int32_t g = 0; g < group; ++g) {
+          const int64_t head = static_cast<int64_t>(layer) * c.n_head + h * group + g;
+          add_probabilities(kind, scratch + static_cast<int64_t>(g) * row.length, row.length,
+                            sums + head * stride);
+        }
+      }
+    }
+  }
 }
 
 void ForwardPass::attention(const PagedKvPool& pool, const ForwardBatch& batch, int32_t layer) {
@@ -192,13 +258,15 @@ void ForwardPass::attention(const PagedKvPool& pool, const ForwardBatch& batch, 
           float* sums = s.observation +
                         ((static_cast<int64_t>(o) * c.n_layer + layer) * c.n_head + h * group + g) *
                             s.observation_stride;
+          if (!obs.full) {
+            add_probabilities(obs.kind, p, row.length, sums);
+            continue;
+          }
           for (int32_t slot_index = 0; slot_index < row.length; ++slot_index) {
-            if (obs.full) {
-              const int64_t slot =
-                  static_cast<int64_t>(row.block_table[slot_index / pool.block_size]) *
-                      pool.block_size + slot_index % pool.block_size;
-              if (pool.positions[slot] > batch.positions[t] - obs.buffer) continue;
-            }
+            const int64_t slot =
+                static_cast<int64_t>(row.block_table[slot_index / pool.block_size]) *
+                    pool.block_size + slot_index % pool.block_size;
+            if (pool.positions[slot] > batch.positions[t] - obs.buffer) continue;
             const float pi = p[slot_index];
             sums[slot_index] += obs.kind == MetricAccumulation::kSquared ? pi * pi : pi;
           }

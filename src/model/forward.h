@@ -54,6 +54,16 @@ class ForwardPass {
   // with want_logits, [n_logits, n_vocab] in token order, valid until the next run.
   std::span<const float> run(const PagedKvPool& pool, const ForwardBatch& batch);
 
+  // Attention of queries captured earlier (BatchSequence::captured) over one sequence's rows as
+  // they are now, recorded as an observer records: for every layer and query head,
+  //   sums[(layer * n_head + query_head) * stride + slot] += p (kAbsolute) or p^2 (kSquared)
+  // for each query's probability p of the row's slot. rows: [n_layer * n_head_kv] views (index
+  // layer * n_head_kv + kv_head), each no longer than `stride` or max_context; queries:
+  // [n_layer, n_query, n_head * head_dim] after RoPE; positions: [n_query] (causality).
+  void observe(const PagedKvPool& pool, std::span<const PagedHeadRow> rows, const float* queries,
+               const int32_t* positions, int32_t n_query, MetricAccumulation kind, float* sums,
+               int64_t stride);
+
   int32_t max_batch_tokens() const { return max_batch_tokens_; }
   int32_t max_context() const { return max_context_; }
   // Wall time spent in attention (KV stores included) since construction.

@@ -51,6 +51,12 @@ struct BatchSequence {
   int32_t n_observers = 0;
   float* observation = nullptr;  // [n_observers, n_layer, n_head, observation_stride]
   int64_t observation_stride = 0;  // >= every row length while observing
+  // Query capture (the tail probe, docs/design.md §5): the tokens at positions in
+  // [capture_from, capture_from + n_capture) copy their post-RoPE queries of every layer to
+  //   captured + (layer * n_capture + position - capture_from) * n_head * head_dim.
+  float* captured = nullptr;  // [n_layer, n_capture, n_head * head_dim]
+  int32_t capture_from = 0;
+  int32_t n_capture = 0;
 };
 
 struct ForwardBatch {

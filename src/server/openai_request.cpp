@@ -144,6 +144,7 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     try {
       c.word_spans = false;  // a named policy runs as named; "auto" sets its own settings
       c.planner.marginal_error = false;
+      c.tail_probe = false;
       set_policy(c, policy->get<std::string>());
     } catch (const Error& e) {
       bad("kv_policy", e.what());
@@ -184,6 +185,13 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     set_policy(c, kAutoPolicy);  // a budget without a policy: the recommended setting
     c.metric = MetricAccumulation::kSquared;
     c.full_observation = false;
+  }
+  if (field(body, "tail_probe") != nullptr) {
+    c.tail_probe = get_bool(body, "tail_probe", c.tail_probe);
+    if (c.tail_probe && c.compress_chunk == 0) {
+      bad("tail_probe", "'tail_probe' previews the prompt's end for the passes between prefill "
+                        "chunks: set 'compress_chunk' too");
+    }
   }
   if (c.planner.marginal_error && !marginal_error_applies(c)) {
     bad("marginal_error", fmt::format("'marginal_error' applies to kv_policy kvcompress and auto "

@@ -11,6 +11,8 @@
 //   "compress_once"      compress after prefill only (never under memory pressure or on an
 //                        interval: such a request is preempted instead)
 //   "compress_chunk"     compress during prefill every N prompt tokens (0: once, after it)
+//   "tail_probe"         with compress_chunk: the prompt's last chunk runs first, and its
+//                        last queries also observe every pass between chunks (auto: on)
 //   "kv_details"         also return the KVs kept per (layer, KV head)
 // and, as llama-server: "top_k", "ignore_eos" (generate past end-of-turn tokens: benchmarks).
 #pragma once

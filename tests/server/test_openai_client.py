@@ -227,7 +227,7 @@ class OpenAIClientTest(unittest.TestCase):
         fields = ["max_tokens", "temperature", "top_p", "top_k", "seed", "stream", "stop",
                   "prompt", "model", "n", "kv_policy", "max_cache_tokens", "compression_rate",
                   "protected_window", "compress_once", "compress_chunk", "chunk_budget_factor", "messages",
-                  "marginal_error",
+                  "marginal_error", "tail_probe",
                   "stream_options"]
         bodies = [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"prompt": "a"' * 50,
                   json.dumps({"model": "nope", "prompt": "x"}).encode(),
@@ -331,6 +331,19 @@ class PreemptionTest(unittest.TestCase):
                                                       "compress_chunk": 256})
             self.assertGreater(r.usage.prompt_tokens, 90 * 30 // 90 * 16)
             self.assertEqual(r.usage.completion_tokens, 8)
+            # The tail probe runs within the same peak; without compress_chunk it is a 400.
+            with self.assertRaises(openai.BadRequestError) as e:
+                client.completions.create(model=model, prompt=prompt, max_tokens=8,
+                                          extra_body={"max_cache_tokens": 128,
+                                                      "tail_probe": True})
+            self.assertIn("tail_probe", str(e.exception))
+            probed = client.completions.create(model=model, prompt=prompt, max_tokens=8,
+                                               temperature=0,
+                                               extra_body={"max_cache_tokens": 128,
+                                                           "compress_chunk": 256,
+                                                           "tail_probe": True})
+            self.assertEqual(probed.usage.prompt_tokens, r.usage.prompt_tokens)
+            self.assertEqual(probed.usage.completion_tokens, 8)
             m = small.wait_idle()
             self.assertLessEqual(m["kvc_kv_blocks_peak"], 90 * 24)
             self.assertEqual(m["kvc_kv_blocks_used"], 0)
