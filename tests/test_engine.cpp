@@ -74,6 +74,17 @@ class EngineTest : public ::testing::Test {
     r.max_tokens = max_tokens;
     return r;
   }
+  // A greedy KV-Compress request keeping C KVs per row, compressed every `chunk` prompt tokens
+  // (0: once, after the prompt), with word spans when asked.
+  static Request kvcompress(std::vector<int32_t> prompt, int32_t max_tokens, double c,
+                            int32_t chunk = 0, bool word_spans = false) {
+    Request r = greedy(std::move(prompt), max_tokens);
+    r.compression.policy = KvPolicy::kKvCompress;
+    r.compression.word_spans = word_spans;
+    r.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, c, 0};
+    r.compression.compress_chunk = chunk;
+    return r;
+  }
 
   // A prompt of n tokens from one of the golden texts, different per `variant`.
   static std::vector<int32_t> prompt_of(int32_t n, int32_t variant) {
@@ -273,10 +284,7 @@ TEST_F(EngineTest, CompressionDuringPrefillRunsPromptsLongerThanThePool) {
   const int32_t n = 1850, chunk = 256, bs = 16;
   // Uncompressed the prompt needs 116 blocks per row; the pool has 40.
   Engine engine(*model_, config(rows() * 40));
-  Request once = greedy(prompt_of(n, 0), 16);
-  once.compression.policy = KvPolicy::kKvCompress;
-  once.compression.word_spans = true;
-  once.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 0};
+  Request once = kvcompress(prompt_of(n, 0), 16, 128.0, 0, /*word_spans=*/true);
   EXPECT_THROW(engine.submit(once), Error);
 
   Request by_tokens = once;
@@ -315,10 +323,7 @@ TEST_F(EngineTest, CompressionDuringPrefillRunsPromptsLongerThanThePool) {
 TEST_F(EngineTest, ChunkBudgetFactorKeepsMoreBetweenChunksAndEndsAtTheBudget) {
   const int32_t n = 1850, chunk = 256, bs = 16;
   Engine engine(*model_, config(rows() * 40));
-  Request base = greedy(prompt_of(n, 0), 4);
-  base.compression.policy = KvPolicy::kKvCompress;
-  base.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 0};
-  base.compression.compress_chunk = chunk;
+  Request base = kvcompress(prompt_of(n, 0), 4, 128.0, chunk);
   Request wide = base;
   wide.compression.chunk_budget_factor = 2.0;  // 256 KVs per row between chunks
   Request too_wide = base;
@@ -346,9 +351,7 @@ TEST_F(EngineTest, ChunkBudgetFactorKeepsMoreBetweenChunksAndEndsAtTheBudget) {
 // windows' queries run per query for the observers only, their outputs come from the tiles.
 TEST_F(EngineTest, CompressionDuringPrefillThatEvictsNothingKeepsEveryKv) {
   Engine engine(*model_, config());
-  Request once = greedy(prompt_of(700, 2), 8);
-  once.compression.policy = KvPolicy::kKvCompress;
-  once.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 4096.0, 0};
+  Request once = kvcompress(prompt_of(700, 2), 8, 4096.0);
   Request chunked = once;
   chunked.compression.compress_chunk = 100;
   // The tail probe runs the last chunk first and drops its KVs: nothing of it may remain.
@@ -371,11 +374,7 @@ TEST_F(EngineTest, CompressionDuringPrefillThatEvictsNothingKeepsEveryKv) {
 TEST_F(EngineTest, TailProbeFitsThePromptsPeakAndChangesWhatTheChunksKeep) {
   const int32_t n = 1850, chunk = 256, bs = 16;
   Engine engine(*model_, config(rows() * 40));
-  Request base = greedy(prompt_of(n, 2), 4);
-  base.compression.policy = KvPolicy::kKvCompress;
-  base.compression.word_spans = true;
-  base.compression.budget = CacheBudget{CacheBudget::kMaxCacheTokens, 128.0, 0};
-  base.compression.compress_chunk = chunk;
+  Request base = kvcompress(prompt_of(n, 2), 4, 128.0, chunk, /*word_spans=*/true);
   Request probed = base;
   probed.compression.tail_probe = true;
   Request no_chunk = probed;

@@ -197,15 +197,16 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
       }
     }
     const bool forced = s.prompt_done && s.n_computed < s.forced_end();
+    const bool probing = s.probing();
     for (int32_t j = 0; j < e.n_tokens; ++j) {
-      const int32_t i = s.probing() ? s.probe_tokens[static_cast<size_t>(s.probe_done + j)]
-                                    : s.n_computed + j;
+      const int32_t i = probing ? s.probe_tokens[static_cast<size_t>(s.probe_done + j)]
+                                : s.n_computed + j;
       batch_.tokens.push_back(s.tokens[static_cast<size_t>(i)]);
       batch_.positions.push_back(i);
       // Logits: every forced token; otherwise the newest known token, once its prompt (and
       // teacher forcing) is done, since that is where sampling continues; none for the probe.
       const bool newest = i + 1 == static_cast<int32_t>(s.tokens.size()) &&
-                          (s.prompt_done || s.request.forced_tokens.empty()) && !s.probing();
+                          (s.prompt_done || s.request.forced_tokens.empty()) && !probing;
       batch_.want_logits.push_back(forced || newest ? 1 : 0);
     }
     batch_.sequences.push_back(b);
