@@ -384,7 +384,20 @@ TEST_F(EngineTest, TailProbeFitsThePromptsPeakAndChangesWhatTheChunksKeep) {
   h2o.compression.policy = KvPolicy::kH2O;
   apply_policy_defaults(h2o.compression);
   EXPECT_THROW(engine.submit(h2o), Error);
+  std::vector<std::pair<int64_t, int64_t>> progress[2];
+  base.on_prefill_progress = [&](int64_t d, int64_t t) { progress[0].emplace_back(d, t); };
+  probed.on_prefill_progress = [&](int64_t d, int64_t t) { progress[1].emplace_back(d, t); };
   const std::vector<RequestResult> got = serve(engine, {base, probed});
+  for (int i = 0; i < 2; ++i) {  // progress counts the probe's chunk (as long as one chunk)
+    const int64_t total = n + (i == 1 ? chunk : 0);
+    ASSERT_FALSE(progress[i].empty());
+    EXPECT_GT(progress[i].front().first, 0);
+    for (size_t k = 0; k < progress[i].size(); ++k) {
+      EXPECT_EQ(progress[i][k].second, total);
+      if (k > 0) EXPECT_GT(progress[i][k].first, progress[i][k - 1].first);
+    }
+    EXPECT_EQ(progress[i].back().first, total);
+  }
   const size_t block_bytes = engine.cache().pool().block_bytes();
   for (const RequestResult& r : got) {
     EXPECT_EQ(r.finish, FinishReason::kMaxTokens);

@@ -80,7 +80,8 @@ struct Request {
   // Logits of forced tokens [first, first + rows): [rows, n_vocab].
   std::function<void(std::span<const float> logits, int32_t first)> on_forced_logits;
   std::function<void(const RequestResult&)> on_finish;
-  std::function<void(int64_t done, int64_t total)> on_prefill_progress;  // after each chunk
+  // After each prefill chunk: tokens computed and to compute, counting the tail probe's.
+  std::function<void(int64_t done, int64_t total)> on_prefill_progress;
 };
 
 }  // namespace kvc

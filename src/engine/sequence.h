@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "engine/engine.h"
@@ -77,6 +78,12 @@ struct Engine::Sequence {
                      : chunk_end() - n_computed;
   }
   bool decoding() const { return n_computed >= chunk_end() && prompt_done; }
+  // Prefill tokens computed and to compute in all, the tail probe's included (probe_done keeps
+  // the probe's length once it has ended).
+  std::pair<int64_t, int64_t> prefill_progress() const {
+    const int32_t probe = probing() ? static_cast<int32_t>(probe_tokens.size()) : probe_done;
+    return {n_computed + probe_done, prompt_len + probe};
+  }
 };
 
 // Requests, forks, cancellations and releases from other threads, taken at each step.

@@ -245,12 +245,13 @@ void Engine::run_batch(const std::vector<StepEntry>& entries) {
     s.stats.kv_bytes_peak = std::max(s.stats.kv_bytes_peak, cache_.bytes_owned(s.cache_seq));
     if (s.probing()) {
       s.probe_done += b.n_tokens;
-      continue;
+    } else {
+      if (!s.prompt_done) metrics_.prompt_tokens += b.n_tokens;
+      s.n_computed += b.n_tokens;
     }
-    if (!s.prompt_done) metrics_.prompt_tokens += b.n_tokens;
-    s.n_computed += b.n_tokens;
     if (!s.prompt_done && s.request.on_prefill_progress) {
-      s.request.on_prefill_progress(s.n_computed, s.prompt_len);
+      const auto [done, total] = s.prefill_progress();
+      s.request.on_prefill_progress(done, total);
     }
   }
   int64_t decode_tokens = 0;
