@@ -101,13 +101,21 @@ def kvc_info(args) -> dict:
 
 
 def cpu_model() -> str:
+    """The CPU's name with its family and model numbers: a VM's name ("AMD EPYC") alone does
+    not tell a Zen 3 from a Zen 4."""
+    fields = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break  # the first processor's block is enough
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def main() -> None:
