@@ -358,6 +358,40 @@ TEST(PackedGemm, SharedInputMatmulGivesTheSeparateBits) {
   }
 }
 
+// The packed copy keeps every byte of the file's rows: rebuilt rows equal the file's (odd
+// block counts and a padded last group included), so lookups from it (the token embedding)
+// dequantize to the file's bits, and the copy takes no more bytes than the file.
+TEST(PackedGemm, PackedCopyKeepsTheFilesRowsAndSize) {
+  std::mt19937 rng(11);
+  for (TensorType type : kPackedTypes) {
+    for (const auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 96}, {16, 64}, {5, 32}}) {
+      const Matrix m = random_matrix(type, rows, cols, rng);
+      WeightMatrix w = m.view();
+      w.packed = pack_weights(w);
+      ASSERT_NE(w.packed, nullptr);
+      const size_t stride = w.row_stride();
+      const int64_t padded_rows = (rows + packed::kGroupRows - 1) / packed::kGroupRows *
+                                  packed::kGroupRows;
+      const int64_t pairs = (cols / 32 + 1) / 2;  // a half-used unit holds a whole unit's bytes
+      const size_t bound = type == TensorType::Q4_1
+                               ? stride * static_cast<size_t>(padded_rows)
+                               : static_cast<size_t>(padded_rows) * 2 * pairs * stride /
+                                     static_cast<size_t>(cols / 32);
+      EXPECT_EQ(w.packed->bytes(), bound) << type_traits(type).name << " " << rows << "x" << cols;
+      std::vector<uint8_t> rebuilt(stride);
+      std::vector<float> from_file(static_cast<size_t>(cols)), from_packed(from_file.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        packed_row_bytes(*w.packed, r, rebuilt.data());
+        ASSERT_EQ(std::memcmp(rebuilt.data(), m.data.data() + r * stride, stride), 0)
+            << type_traits(type).name << " " << rows << "x" << cols << " row " << r;
+        dequantize_row(type, m.data.data() + r * stride, from_file.data(), cols);
+        dequantize_weight_row(w, r, from_packed.data());
+        ASSERT_EQ(std::memcmp(from_file.data(), from_packed.data(), cols * sizeof(float)), 0);
+      }
+    }
+  }
+}
+
 TEST(PackedGemm, OnlyLegacyTypesPack) {
   std::mt19937 rng(3);
   for (TensorType type : {TensorType::Q4_K, TensorType::Q6_K, TensorType::F16, TensorType::Q5_0}) {

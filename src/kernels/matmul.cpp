@@ -84,6 +84,23 @@ void matmul_shared_input(std::span<const MatmulOutput> outputs, const float* x, 
   packed_matmul({packed, outputs.size()}, x, x_stride, n_tokens, scratch);
 }
 
+void dequantize_weight_row(const WeightMatrix& w, int64_t row, float* out) {
+  KVC_ASSERT(row >= 0 && row < w.rows);
+  if (!w.packed) {
+    return dequantize_row(w.type, w.data + static_cast<size_t>(row) * w.row_stride(), out, w.cols);
+  }
+  constexpr size_t kStackBytes = 8192;  // rows up to 7,680 Q8_0 columns avoid the heap
+  uint8_t stack[kStackBytes];
+  std::vector<uint8_t> heap;
+  uint8_t* bytes = stack;
+  if (w.row_stride() > kStackBytes) {
+    heap.resize(w.row_stride());
+    bytes = heap.data();
+  }
+  packed_row_bytes(*w.packed, row, bytes);
+  dequantize_row(w.type, bytes, out, w.cols);
+}
+
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens,
                       float* y, int64_t y_stride) {
   std::vector<float> row(static_cast<size_t>(w.cols));

@@ -67,6 +67,11 @@ struct MatmulOutput {
 void matmul_shared_input(std::span<const MatmulOutput> outputs, const float* x, int64_t x_stride,
                          int64_t n_tokens, MatmulScratch& scratch);
 
+// out[cols] = row `row` of w dequantized, read from the packed copy when there is one (the
+// file's bytes of that row, rebuilt), so a loaded model's lookups (the token embedding) touch
+// none of the file's pages; the bits of dequantize_row on the file's row either way.
+void dequantize_weight_row(const WeightMatrix& w, int64_t row, float* out);
+
 // Naive reference: dequantizes each weight row and accumulates in double. For tests.
 void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens,
                       float* y, int64_t y_stride);

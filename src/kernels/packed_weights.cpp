@@ -20,11 +20,11 @@ namespace {
 using namespace kvc::blocks;
 using cpu::PackedFormat;
 
-size_t block_bytes(PackedFormat format) {
+size_t group_bytes(PackedFormat format, int64_t n_blocks) {
   switch (format) {
-    case PackedFormat::kQ4_0: return packed::kBlockBytes<PackedFormat::kQ4_0>;
-    case PackedFormat::kQ4_1: return packed::kBlockBytes<PackedFormat::kQ4_1>;
-    case PackedFormat::kQ8_0: return packed::kBlockBytes<PackedFormat::kQ8_0>;
+    case PackedFormat::kQ4_0: return packed::group_bytes<PackedFormat::kQ4_0>(n_blocks);
+    case PackedFormat::kQ4_1: return packed::group_bytes<PackedFormat::kQ4_1>(n_blocks);
+    case PackedFormat::kQ8_0: return packed::group_bytes<PackedFormat::kQ8_0>(n_blocks);
   }
   KVC_ASSERT(false);
   return 0;
@@ -36,16 +36,16 @@ uint8_t nibble(const Block& b, int i) {
   return i < 16 ? b.qs[i] & 0x0F : b.qs[i - 16] >> 4;
 }
 
-// Block b of rows r0 .. r0 + 15 (rows past `rows` stay zero) into `out` (zeroed).
+// Block b of rows r0 .. r0 + 15 (rows past `rows` stay zero) into its group (zeroed).
 template <PackedFormat F, typename Block>
-void pack_block(const WeightMatrix& w, int64_t r0, int64_t b, uint8_t* out) {
-  auto* scales = reinterpret_cast<float*>(out);
-  uint8_t* qs = out + packed::kScaleBytes<F>;
+void pack_block(const WeightMatrix& w, int64_t r0, int64_t b, uint8_t* group) {
+  auto* scales = const_cast<uint16_t*>(packed::block_scales<F>(group, b));
+  auto* qs = const_cast<uint8_t*>(packed::block_quants<F>(group, b));
   for (int r = 0; r < packed::kGroupRows && r0 + r < w.rows; ++r) {
     const auto* row = reinterpret_cast<const Block*>(w.data + static_cast<size_t>(r0 + r) * w.row_stride());
     const Block& blk = row[b];
-    scales[r] = fp16_to_float(blk.d);
-    if constexpr (packed::kHasMin<F>) scales[packed::kGroupRows + r] = fp16_to_float(blk.m);
+    scales[r] = blk.d;
+    if constexpr (packed::kHasMin<F>) scales[packed::kGroupRows + r] = blk.m;
     for (int i = 0; i < kQK; ++i) {
       if constexpr (F == PackedFormat::kQ8_0) {
         qs[packed::kChunkBytes * (i / 4) + 4 * r + i % 4] = static_cast<uint8_t>(blk.qs[i]);
@@ -64,7 +64,35 @@ void pack_all(const WeightMatrix& w, PackedWeights& p) {
   for (int64_t g = 0; g < p.n_groups; ++g) {
     uint8_t* group = p.storage.get() + static_cast<size_t>(g) * p.group_bytes;
     for (int64_t b = 0; b < p.n_blocks; ++b) {
-      pack_block<F, Block>(w, g * packed::kGroupRows, b, group + static_cast<size_t>(b) * block_bytes(F));
+      pack_block<F, Block>(w, g * packed::kGroupRows, b, group);
+    }
+  }
+}
+
+// pack_block backwards: the file's bytes of row r0 + r.
+template <PackedFormat F, typename Block>
+void unpack_row(const PackedWeights& p, int64_t row, uint8_t* out) {
+  const uint8_t* group = p.group(row / packed::kGroupRows);
+  const auto r = static_cast<int>(row % packed::kGroupRows);
+  auto* blocks = reinterpret_cast<Block*>(out);
+  for (int64_t b = 0; b < p.n_blocks; ++b) {
+    const uint16_t* scales = packed::block_scales<F>(group, b);
+    const uint8_t* qs = packed::block_quants<F>(group, b);
+    Block& blk = blocks[b];
+    blk.d = scales[r];
+    if constexpr (packed::kHasMin<F>) blk.m = scales[packed::kGroupRows + r];
+    if constexpr (F == PackedFormat::kQ8_0) {
+      for (int i = 0; i < kQK; ++i) {
+        blk.qs[i] = static_cast<int8_t>(qs[packed::kChunkBytes * (i / 4) + 4 * r + i % 4]);
+      }
+    } else {
+      std::memset(blk.qs, 0, sizeof(blk.qs));
+      for (int i = 0; i < kQK; ++i) {
+        const int j = i / 8, within = i % 8;
+        const uint8_t byte = qs[packed::kChunkBytes * j + 4 * r + within % 4];
+        const auto value = static_cast<uint8_t>(within < 4 ? byte & 0x0F : byte >> 4);
+        blk.qs[i % 16] |= static_cast<uint8_t>(value << (i < 16 ? 0 : 4));  // nibble()'s order
+      }
     }
   }
 }
@@ -93,7 +121,7 @@ std::shared_ptr<const PackedWeights> pack_weights(const WeightMatrix& w) {
   p->cols = w.cols;
   p->n_blocks = w.cols / kQK;
   p->n_groups = (w.rows + packed::kGroupRows - 1) / packed::kGroupRows;
-  p->group_bytes = static_cast<size_t>(p->n_blocks) * block_bytes(*format);
+  p->group_bytes = group_bytes(*format, p->n_blocks);
   void* memory = std::aligned_alloc(64, (p->bytes() + 63) / 64 * 64);
   if (memory == nullptr) throw std::bad_alloc();
   p->storage.reset(static_cast<uint8_t*>(memory));
@@ -104,6 +132,15 @@ std::shared_ptr<const PackedWeights> pack_weights(const WeightMatrix& w) {
     case PackedFormat::kQ8_0: pack_all<PackedFormat::kQ8_0, BlockQ8_0>(w, *p); break;
   }
   return p;
+}
+
+void packed_row_bytes(const PackedWeights& w, int64_t row, uint8_t* out) {
+  KVC_ASSERT(row >= 0 && row < w.rows);
+  switch (w.format) {
+    case PackedFormat::kQ4_0: return unpack_row<PackedFormat::kQ4_0, BlockQ4_0>(w, row, out);
+    case PackedFormat::kQ4_1: return unpack_row<PackedFormat::kQ4_1, BlockQ4_1>(w, row, out);
+    case PackedFormat::kQ8_0: return unpack_row<PackedFormat::kQ8_0, BlockQ8_0>(w, row, out);
+  }
 }
 
 void packed_matmul(std::span<const PackedOutput> outputs, const float* x, int64_t x_stride,

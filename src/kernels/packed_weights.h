@@ -43,6 +43,10 @@ std::optional<cpu::PackedFormat> packed_format(TensorType type);
 // A packed copy of `w` (rows packed in parallel), or nullptr when its type has no packed format.
 std::shared_ptr<const PackedWeights> pack_weights(const WeightMatrix& w);
 
+// Row `row` of the matrix as the file held it (row_bytes(type, cols) bytes into `out`): the
+// packed copy keeps every byte of the file's blocks.
+void packed_row_bytes(const PackedWeights& w, int64_t row, uint8_t* out);
+
 // One matrix of a packed matmul and where its output goes.
 struct PackedOutput {
   const PackedWeights* w;

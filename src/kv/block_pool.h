@@ -19,6 +19,7 @@
 
 #include "kernels/paged_attention.h"
 #include "util/huge_page_buffer.h"
+#include "util/unbacked_vector.h"
 
 namespace kvc {
 
@@ -80,9 +81,10 @@ class BlockPool {
   size_t row_bytes_;
   HugePageBuffer k_;                // [num_blocks * block_size] slot rows of row_bytes_
   HugePageBuffer v_;                // [num_blocks * block_size] slot rows of row_bytes_
-  std::vector<float> metric_;       // [num_blocks, block_size]
-  std::vector<float> mass_;         // [num_blocks, block_size] (PagedKvPool::mass)
-  std::vector<int32_t> positions_;  // [num_blocks, block_size]
+  // Per-slot metadata, backed as blocks are first used (like K and V).
+  UnbackedVector<float> metric_;       // [num_blocks, block_size]
+  UnbackedVector<float> mass_;         // [num_blocks, block_size] (PagedKvPool::mass)
+  UnbackedVector<int32_t> positions_;  // [num_blocks, block_size]
   std::vector<uint64_t> free_bits_;  // bit b % 64 of word b / 64 set: block b is free
   size_t first_word_ = 0;            // every word below it is 0 (no free block there)
   int32_t n_free_ = 0;

@@ -66,16 +66,13 @@ std::span<const float> ForwardPass::run(const PagedKvPool& pool, const ForwardBa
   const int64_t E = c.n_embd;
   const int64_t q_dim = static_cast<int64_t>(c.n_head) * c.head_dim;
   const int64_t kv_dim = static_cast<int64_t>(c.n_head_kv) * c.head_dim;
-  const size_t embd_row = w.token_embd.row_stride();
   // Per-token work runs on the worker threads once a step has enough tokens to share (a
   // prefill chunk): left on one thread it would keep the others waiting at the next matmul.
   // Each token's values are computed the same way either way, so bits never depend on it.
   const bool split_tokens = T >= kParallelTokens;
 #pragma omp parallel for if (split_tokens)
   for (int32_t t = 0; t < T; ++t) {
-    dequantize_row(w.token_embd.type,
-                   w.token_embd.data + static_cast<size_t>(batch.tokens[t]) * embd_row,
-                   x_.data() + t * E, E);
+    dequantize_weight_row(w.token_embd, batch.tokens[t], x_.data() + t * E);
     rope_angles(batch.positions[t], inv_freq_.data(), c.rope_dims,
                 rope_.data() + static_cast<int64_t>(t) * c.rope_dims);
   }

@@ -32,6 +32,7 @@
 #include "kernels/paged_attention.h"
 #include "model/forward_batch.h"
 #include "model/model.h"
+#include "util/unbacked_vector.h"
 
 namespace kvc {
 
@@ -76,21 +77,22 @@ class ForwardPass {
   const ModelConfig& config_;
   int32_t max_batch_tokens_;
   int32_t max_context_;
-  std::vector<float> inv_freq_;   // [rope_dims / 2]
-  std::vector<float> x_;          // [T, n_embd] residual stream
-  std::vector<float> xn_;         // [T, n_embd] normalized
-  std::vector<float> q_;          // [T, n_head * head_dim]
-  std::vector<float> k_;          // [T, n_head_kv * head_dim]
-  std::vector<float> v_;          // [T, n_head_kv * head_dim]
-  std::vector<float> attn_;       // [T, n_head * head_dim]
-  std::vector<float> proj_;       // [T, n_embd]
-  std::vector<float> gate_;       // [T, n_ff]
-  std::vector<float> up_;         // [T, n_ff]
-  std::vector<float> rope_;       // [T, rope_dims] this step's rotations (rope_angles)
-  std::vector<float> attn_scratch_;  // [threads, group * max_context]
-  std::vector<float> observed_out_;  // [threads, group * head_dim] observe-only outputs, unread
-  std::vector<float> logits_;     // [n_logits, n_vocab]
-  std::vector<AttentionWork> work_;  // this step's attention plan, shared by every layer
+  std::vector<float> inv_freq_;  // [rope_dims / 2]
+  // The step buffers, sized for max_batch_tokens; a step writes (and backs) the rows it uses.
+  UnbackedVector<float> x_;             // [T, n_embd] residual stream
+  UnbackedVector<float> xn_;            // [T, n_embd] normalized
+  UnbackedVector<float> q_;             // [T, n_head * head_dim]
+  UnbackedVector<float> k_;             // [T, n_head_kv * head_dim]
+  UnbackedVector<float> v_;             // [T, n_head_kv * head_dim]
+  UnbackedVector<float> attn_;          // [T, n_head * head_dim]
+  UnbackedVector<float> proj_;          // [T, n_embd]
+  UnbackedVector<float> gate_;          // [T, n_ff]
+  UnbackedVector<float> up_;            // [T, n_ff]
+  UnbackedVector<float> rope_;          // [T, rope_dims] this step's rotations (rope_angles)
+  UnbackedVector<float> attn_scratch_;  // [threads, group * max_context]
+  std::vector<float> observed_out_;     // [threads, group * head_dim] observe-only outputs, unread
+  UnbackedVector<float> logits_;        // [n_logits, n_vocab]
+  std::vector<AttentionWork> work_;     // this step's attention plan, shared by every layer
   // Flash-decoding parts of this layer's long decode rows (attention()): per part the
   // unnormalized [group, head_dim] output, and per head its max and sum.
   struct AttentionItem {

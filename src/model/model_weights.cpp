@@ -31,8 +31,8 @@ WeightMatrix matrix(const GgufFile& f, const std::string& name, int64_t rows, in
   const GgufTensorInfo& t = require(f, name, {cols, rows});
   WeightMatrix w{t.type, rows, cols, t.data, nullptr};
   w.packed = pack_weights(w);
-  // Matmuls read only the packed copy now; give the file's pages back (the embedding lookup
-  // reads token_embd's rows from the file again, a few per step).
+  // Matmuls and row lookups (the token embedding) read only the packed copy now: give the
+  // file's pages back.
   if (w.packed) f.release_pages(t.data, w.row_stride() * static_cast<size_t>(rows));
   return w;
 }

@@ -109,21 +109,22 @@ inline void store_product(int32_t* c) {
   }
 }
 
-// The group's quants as tile rows: Q8_0's chunks are already B rows; Q4_0/Q4_1's nibbles are
-// split into a per-thread buffer once per call, long before the tiles read them back.
+// The group's quants as tile rows: Q8_0's chunks are already B rows (block b's at
+// packed::block_quants); Q4_0/Q4_1's nibbles are split into a per-thread buffer once per call,
+// long before the tiles read them back, block b's at b * kUnpackedBytes.
+constexpr int64_t kUnpackedBytes = packed::kBlockElems / 4 * packed::kChunkBytes;
+
 template <PackedFormat F>
-const uint8_t* tile_weights(const PackedGemmArgs& a, int64_t& block_stride) {
+const uint8_t* unpack_tile_weights(const PackedGemmArgs& a) {
   if constexpr (F == PackedFormat::kQ8_0) {
-    block_stride = static_cast<int64_t>(packed::kBlockBytes<F>);
-    return a.group + packed::kScaleBytes<F>;
+    return nullptr;
   } else {
-    constexpr int64_t kBytes = packed::kBlockElems / 4 * packed::kChunkBytes;
     thread_local TileBuffer buffer;
-    uint8_t* unpacked = buffer.reserve(static_cast<size_t>(a.n_blocks * kBytes));
+    uint8_t* unpacked = buffer.reserve(static_cast<size_t>(a.n_blocks * kUnpackedBytes));
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < a.n_blocks; ++b) {
-      const uint8_t* qs = a.group + b * packed::kBlockBytes<F> + packed::kScaleBytes<F>;
-      uint8_t* out = unpacked + b * kBytes;
+      const uint8_t* qs = packed::block_quants<F>(a.group, b);
+      uint8_t* out = unpacked + b * kUnpackedBytes;
       for (int j = 0; j < 4; ++j) {
         const __m512i w = _mm512_load_si512(qs + packed::kChunkBytes * j);
         _mm512_store_si512(out + packed::kChunkBytes * (2 * j), _mm512_and_si512(w, low4));
@@ -131,17 +132,25 @@ const uint8_t* tile_weights(const PackedGemmArgs& a, int64_t& block_stride) {
                            _mm512_and_si512(_mm512_srli_epi16(w, 4), low4));
       }
     }
-    block_stride = kBytes;
     return unpacked;
+  }
+}
+
+template <PackedFormat F>
+inline const uint8_t* tile_weights(const PackedGemmArgs& a, const uint8_t* unpacked, int64_t b) {
+  if constexpr (F == PackedFormat::kQ8_0) {
+    return packed::block_quants<F>(a.group, b);
+  } else {
+    return unpacked + b * kUnpackedBytes;
   }
 }
 
 // 16 tokens' accumulators: block b's integer sums in c[token][row], scaled as the VNNI kernel
 // scales them.
 template <PackedFormat F>
-inline void scale_block(const int32_t* c, const float* scales, const float* d, const float* s,
+inline void scale_block(const int32_t* c, const uint16_t* scales, const float* d, const float* s,
                         const int32_t* sum, int64_t scale_stride, __m512 (&acc)[kTileTokens]) {
-  const __m512 dw = _mm512_load_ps(scales);
+  const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales)));
   for (int t = 0; t < kTileTokens; ++t) {
     const int64_t k = t * scale_stride;
     __m512i isum = _mm512_load_si512(c + packed::kGroupRows * t);
@@ -151,7 +160,8 @@ inline void scale_block(const int32_t* c, const float* scales, const float* d, c
     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(d[k])),
                              acc[t]);
     if constexpr (packed::kHasMin<F>) {
-      acc[t] = _mm512_fmadd_ps(_mm512_load_ps(scales + packed::kGroupRows), _mm512_set1_ps(s[k]),
+      const auto* m = reinterpret_cast<const __m256i*>(scales + packed::kGroupRows);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(m)), _mm512_set1_ps(s[k]),
                                acc[t]);
     }
   }
@@ -160,8 +170,7 @@ inline void scale_block(const int32_t* c, const float* scales, const float* d, c
 template <PackedFormat F>
 void gemm(const PackedGemmArgs& a) {
   configure_tiles();
-  int64_t w_stride = 0;
-  const uint8_t* weights = tile_weights<F>(a, w_stride);
+  const uint8_t* unpacked = unpack_tile_weights<F>(a);
   constexpr bool kSigned = F == PackedFormat::kQ8_0;
   const int64_t nb = a.n_blocks, q_stride = a.q_stride, scale_stride = a.scale_stride;
   const auto rows = static_cast<__mmask16>((1u << a.n_rows) - 1u);
@@ -175,14 +184,14 @@ void gemm(const PackedGemmArgs& a) {
     for (auto& v : acc) v = _mm512_setzero_ps();
     // Block b+1's product runs on the tiles while block b is scaled; only then is it stored.
     if (nb > 0) {
-      tile_product<kSigned, 0>(weights, x, q_stride);
+      tile_product<kSigned, 0>(tile_weights<F>(a, unpacked, 0), x, q_stride);
       store_product<0>(c[0]);
     }
     for (int64_t b = 0; b < nb; ++b) {
       const int set = static_cast<int>(b & 1);
       const bool next = b + 1 < nb;
       if (next) {
-        const uint8_t* w = weights + (b + 1) * w_stride;
+        const uint8_t* w = tile_weights<F>(a, unpacked, b + 1);
         const int8_t* xb = x + packed::kBlockElems * (b + 1);
         if (set == 0) {
           tile_product<kSigned, 1>(w, xb, q_stride);
@@ -190,8 +199,8 @@ void gemm(const PackedGemmArgs& a) {
           tile_product<kSigned, 0>(w, xb, q_stride);
         }
       }
-      const auto* scales = reinterpret_cast<const float*>(a.group + b * packed::kBlockBytes<F>);
-      scale_block<F>(c[set], scales, d + b, s + b, sum + b, scale_stride, acc);
+      scale_block<F>(c[set], packed::block_scales<F>(a.group, b), d + b, s + b, sum + b,
+                     scale_stride, acc);
       if (next) {
         if (set == 0) {
           store_product<1>(c[1]);

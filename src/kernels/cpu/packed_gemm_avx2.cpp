@@ -25,8 +25,7 @@ void gemm_half(const PackedGemmArgs& a, int half, __m256 (&acc)[kTokens]) {
   const size_t lane0 = 32 * static_cast<size_t>(half);  // byte of row 8 * half in a chunk
   for (int t = 0; t < kTokens; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < a.n_blocks; ++b) {
-    const uint8_t* block = a.group + b * packed::kBlockBytes<F>;
-    const uint8_t* qs = block + packed::kScaleBytes<F> + lane0;
+    const uint8_t* qs = packed::block_quants<F>(a.group, b) + lane0;
     const int8_t* x[kTokens];
     __m256i isum[kTokens];
     for (int t = 0; t < kTokens; ++t) {
@@ -53,8 +52,8 @@ void gemm_half(const PackedGemmArgs& a, int half, __m256 (&acc)[kTokens]) {
         }
       }
     }
-    const float* scales = reinterpret_cast<const float*>(block) + 8 * half;
-    const __m256 dw = _mm256_loadu_ps(scales);
+    const uint16_t* scales = packed::block_scales<F>(a.group, b) + 8 * half;
+    const __m256 dw = _mm256_cvtph_ps(load_128(scales));
     for (int t = 0; t < kTokens; ++t) {
       const int64_t k = t * a.scale_stride + b;
       if constexpr (kOffset != 0) {
@@ -63,7 +62,8 @@ void gemm_half(const PackedGemmArgs& a, int half, __m256 (&acc)[kTokens]) {
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(a.d[k])),
                                acc[t]);
       if constexpr (packed::kHasMin<F>) {
-        acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(scales + 16), _mm256_set1_ps(a.s[k]), acc[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtph_ps(load_128(scales + packed::kGroupRows)),
+                                 _mm256_set1_ps(a.s[k]), acc[t]);
       }
     }
   }

@@ -44,8 +44,7 @@ void gemm_group(const PackedGemmArgs& a) {
   __m512 acc[kTokens];
   for (int t = 0; t < kTokens; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.n_blocks; ++b) {
-    const uint8_t* block = a.group + b * packed::kBlockBytes<F>;
-    const uint8_t* qs = block + packed::kScaleBytes<F>;
+    const uint8_t* qs = packed::block_quants<F>(a.group, b);
     const int8_t* x[kTokens];
     __m512i isum[kTokens];
     for (int t = 0; t < kTokens; ++t) {
@@ -79,7 +78,8 @@ void gemm_group(const PackedGemmArgs& a) {
         }
       }
     }
-    const __m512 dw = _mm512_loadu_ps(reinterpret_cast<const float*>(block));
+    const uint16_t* scales = packed::block_scales<F>(a.group, b);
+    const __m512 dw = _mm512_cvtph_ps(load_256(scales));
     for (int t = 0; t < kTokens; ++t) {
       const int64_t k = t * a.scale_stride + b;
       if constexpr (kOffset != 0) {
@@ -88,7 +88,7 @@ void gemm_group(const PackedGemmArgs& a) {
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(a.d[k])),
                                acc[t]);
       if constexpr (packed::kHasMin<F>) {
-        const __m512 mw = _mm512_loadu_ps(reinterpret_cast<const float*>(block) + 16);
+        const __m512 mw = _mm512_cvtph_ps(load_256(scales + packed::kGroupRows));
         acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s[k]), acc[t]);
       }
     }

@@ -3,6 +3,7 @@
 
 #include "kernels/packed_layout.h"
 #include "kernels/packed_weights.h"
+#include "util/fp16.h"
 
 namespace kvc::reference {
 namespace {
@@ -29,16 +30,17 @@ void gemm(const PackedGemmArgs& a) {
     for (int r = 0; r < a.n_rows; ++r) {
       float acc = 0.0f;
       for (int64_t b = 0; b < a.n_blocks; ++b) {
-        const uint8_t* block = a.group + b * packed::kBlockBytes<F>;
-        const auto* scales = reinterpret_cast<const float*>(block);
-        const uint8_t* qs = block + packed::kScaleBytes<F>;
+        const uint16_t* scales = packed::block_scales<F>(a.group, b);
+        const uint8_t* qs = packed::block_quants<F>(a.group, b);
         int32_t isum = 0;
         for (int i = 0; i < packed::kBlockElems; ++i) {
           isum += packed_quant<F>(qs, r, i) * x[packed::kBlockElems * b + i];
         }
         const int64_t k = t * a.scale_stride + b;
-        acc = std::fma(static_cast<float>(isum), scales[r] * a.d[k], acc);
-        if constexpr (packed::kHasMin<F>) acc = std::fma(scales[packed::kGroupRows + r], a.s[k], acc);
+        acc = std::fma(static_cast<float>(isum), fp16_to_float(scales[r]) * a.d[k], acc);
+        if constexpr (packed::kHasMin<F>) {
+          acc = std::fma(fp16_to_float(scales[packed::kGroupRows + r]), a.s[k], acc);
+        }
       }
       a.y[t * a.y_stride + r] = acc;
     }
