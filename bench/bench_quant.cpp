@@ -12,9 +12,12 @@
 // Rows under matmul/ time whole packed matmuls (a 1536 x 576 weight matrix, SmolLM2's FFN, times
 // 16 or 512 tokens, as matmul() runs them: activation quantization included) on each kernel set
 // from avx512-vnni up, so amx's tiles are compared with the VNNI kernels in one run. Pin the
-// thread count with OMP_NUM_THREADS; items_per_second counts multiply-adds.
+// thread count with OMP_NUM_THREADS; items_per_second counts multiply-adds. Float weights
+// (f32, f16, bf16) have no packed copy: their matmul/ rows run the row kernels (four tokens per
+// vec_dot_4) on this CPU's best set and on avx2.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -148,7 +151,7 @@ void bench_quantize(benchmark::State& state, const cpu::RowKernelSet* set, Tenso
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-void bench_packed_matmul(benchmark::State& state, KernelIsa isa, TensorType type, int64_t tokens) {
+void bench_matmul(benchmark::State& state, KernelIsa isa, TensorType type, int64_t tokens) {
   constexpr int64_t kRows = 1536, kCols = 576;
   std::mt19937 rng(11);
   Bytes data;
@@ -196,7 +199,24 @@ void register_all() {
         if (isa > cpu_best_kernel_isa()) continue;
         const std::string name = "matmul/" + std::string(type_traits(type).name) + "/1536x576/" +
                                  std::to_string(tokens) + "/" + kernel_isa_name(isa);
-        benchmark::RegisterBenchmark(name.c_str(), bench_packed_matmul, isa, type, tokens);
+        benchmark::RegisterBenchmark(name.c_str(), bench_matmul, isa, type, tokens);
+      }
+    }
+  }
+  // Float weights: AVX2 and the best row kernel set (AMX has no float path).
+  std::vector<KernelIsa> row_isas;
+  for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512Vnni}) {
+    const KernelIsa capped = std::min(isa, cpu_best_kernel_isa());
+    if (capped >= KernelIsa::kAvx2 && (row_isas.empty() || row_isas.back() != capped)) {
+      row_isas.push_back(capped);
+    }
+  }
+  for (TensorType type : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
+    for (int64_t tokens : {1, 16, 512}) {
+      for (KernelIsa isa : row_isas) {
+        const std::string name = "matmul/" + std::string(type_traits(type).name) + "/1536x576/" +
+                                 std::to_string(tokens) + "/" + kernel_isa_name(isa);
+        benchmark::RegisterBenchmark(name.c_str(), bench_matmul, isa, type, tokens);
       }
     }
   }

@@ -112,7 +112,7 @@ TEST_P(KernelSetTest, VecDot4IsFourVecDotsBitForBit) {
       }
     }
   }
-  EXPECT_EQ(with_four, 8) << "every quantized weight type has a four-token kernel";
+  EXPECT_EQ(with_four, 11) << "every weight type has a four-token kernel";
 }
 
 // Extreme quants: weights at both ends of their range against activations of +-127, where

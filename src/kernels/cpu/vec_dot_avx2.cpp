@@ -19,46 +19,76 @@ using namespace kvc::avx2::simd;
 
 // ---- float weights against F32 activations --------------------------------------------
 
-// w[n] . a[n]; `load8(i)` returns weights i..i+7 as floats. Four accumulators hide FMA latency.
-template <typename Load8, typename Load1>
-float dot_float(int64_t n, const float* a, Load8 load8, Load1 load1) {
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                   _mm256_setzero_ps()};
+// out[t] = w[n] . a_t[n] for kTokens activation rows `stride` bytes apart; `load8(i)` returns
+// weights i..i+7 as floats, loaded (and widened) once for every token. Four accumulators per
+// token hide FMA latency, in the same order whatever kTokens is (the one-token kernel is the
+// kTokens = 1 instance); F32/F16/BF16 rows need not be multiples of 8 and finish with scalar
+// products.
+template <int kTokens, typename Load8, typename Load1>
+void dot_float(int64_t n, const void* activations, size_t stride, Load8 load8, Load1 load1,
+               float* out) {
+  const float* a[kTokens];
+  __m256 acc[kTokens][4];
+  for (int t = 0; t < kTokens; ++t) {
+    a[t] = reinterpret_cast<const float*>(static_cast<const uint8_t*>(activations) + t * stride);
+    for (int k = 0; k < 4; ++k) acc[t][k] = _mm256_setzero_ps();
+  }
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    for (int k = 0; k < 4; ++k)
-      acc[k] = _mm256_fmadd_ps(load8(i + 8 * k), _mm256_loadu_ps(a + i + 8 * k), acc[k]);
+    for (int k = 0; k < 4; ++k) {
+      const __m256 w = load8(i + 8 * k);
+      for (int t = 0; t < kTokens; ++t) {
+        acc[t][k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(a[t] + i + 8 * k), acc[t][k]);
+      }
+    }
   }
-  for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(load8(i), _mm256_loadu_ps(a + i), acc[0]);
-  float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-  for (; i < n; ++i) sum += load1(i) * a[i];  // F32/F16/BF16 rows need not be multiples of 8
-  return sum;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 w = load8(i);
+    for (int t = 0; t < kTokens; ++t) {
+      acc[t][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(a[t] + i), acc[t][0]);
+    }
+  }
+  for (int t = 0; t < kTokens; ++t) {
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]),
+                                      _mm256_add_ps(acc[t][2], acc[t][3])));
+    for (int64_t j = i; j < n; ++j) sum += load1(j) * a[t][j];
+    out[t] = sum;
+  }
 }
 
-float dot_f32(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const float*>(vw);
-  return dot_float(
-      n, static_cast<const float*>(va), [w](int64_t i) { return _mm256_loadu_ps(w + i); },
-      [w](int64_t i) { return w[i]; });
-}
+struct F32Dot {
+  template <int kTokens>
+  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
+    const auto* w = static_cast<const float*>(vw);
+    dot_float<kTokens>(
+        n, va, stride, [w](int64_t i) { return _mm256_loadu_ps(w + i); },
+        [w](int64_t i) { return w[i]; }, out);
+  }
+};
 
-float dot_f16(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const uint16_t*>(vw);
-  return dot_float(
-      n, static_cast<const float*>(va), [w](int64_t i) { return _mm256_cvtph_ps(load_128(w + i)); },
-      [w](int64_t i) { return half_to_float(w[i]); });
-}
+struct F16Dot {
+  template <int kTokens>
+  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
+    const auto* w = static_cast<const uint16_t*>(vw);
+    dot_float<kTokens>(
+        n, va, stride, [w](int64_t i) { return _mm256_cvtph_ps(load_128(w + i)); },
+        [w](int64_t i) { return half_to_float(w[i]); }, out);
+  }
+};
 
-float dot_bf16(int64_t n, const void* vw, const void* va) {
-  const auto* w = static_cast<const uint16_t*>(vw);
-  // bf16 is the top half of a float: widen to 32 bits and shift into place.
-  return dot_float(
-      n, static_cast<const float*>(va),
-      [w](int64_t i) {
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_128(w + i)), 16));
-      },
-      [w](int64_t i) { return bf16_to_float(w[i]); });
-}
+struct BF16Dot {
+  template <int kTokens>
+  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
+    const auto* w = static_cast<const uint16_t*>(vw);
+    // bf16 is the top half of a float: widen to 32 bits and shift into place.
+    dot_float<kTokens>(
+        n, va, stride,
+        [w](int64_t i) {
+          return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_128(w + i)), 16));
+        },
+        [w](int64_t i) { return bf16_to_float(w[i]); }, out);
+  }
+};
 
 // ---- legacy blocks (32 elements) against Q8_0 / Q8_1 ----------------------------------
 

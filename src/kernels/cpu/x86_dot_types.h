@@ -2,8 +2,8 @@
 // through dot_legacy, Q4_K/Q5_K through dot_k_with_mins, and the one- and four-token entry
 // points. Like x86_shared_helpers.h, no include guard, no includes, no namespace: each
 // vec_dot_*.cpp includes it inside its anonymous namespace, after its own dot_legacy and
-// dot_k_with_mins (and its Q6_KDot and float kernels dot_f32/f16/bf16, which differ per set),
-// and then exports the lookups below as vec_dot_kernel / vec_dot_4_kernel.
+// dot_k_with_mins (and its Q6_KDot and float kernels F32Dot / F16Dot / BF16Dot, which differ
+// per set), and then exports the lookups below as vec_dot_kernel / vec_dot_4_kernel.
 
 // One struct per legacy type: rows<kTokens>(n, w, a, stride, out) as dot_legacy.
 struct Q4_0Dot {
@@ -98,11 +98,11 @@ struct Q5_KDot {
 cpu::VecDotFn lookup_vec_dot(TensorType weight_type) {
   switch (weight_type) {
     case TensorType::F32:
-      return dot_f32;
+      return dot_one<F32Dot>;
     case TensorType::F16:
-      return dot_f16;
+      return dot_one<F16Dot>;
     case TensorType::BF16:
-      return dot_bf16;
+      return dot_one<BF16Dot>;
     case TensorType::Q4_0:
       return dot_one<Q4_0Dot>;
     case TensorType::Q4_1:
@@ -126,6 +126,12 @@ cpu::VecDotFn lookup_vec_dot(TensorType weight_type) {
 
 cpu::VecDot4Fn lookup_vec_dot_4(TensorType weight_type) {
   switch (weight_type) {
+    case TensorType::F32:
+      return dot_four<F32Dot>;
+    case TensorType::F16:
+      return dot_four<F16Dot>;
+    case TensorType::BF16:
+      return dot_four<BF16Dot>;
     case TensorType::Q4_0:
       return dot_four<Q4_0Dot>;
     case TensorType::Q4_1:
@@ -143,6 +149,6 @@ cpu::VecDot4Fn lookup_vec_dot_4(TensorType weight_type) {
     case TensorType::Q6_K:
       return dot_four<Q6_KDot>;
     default:
-      return nullptr;  // float weights: one token at a time (vec_dot_kernel)
+      return nullptr;
   }
 }
