@@ -67,9 +67,16 @@ void run_generate(const GenerateOptions& o) {
   request.max_tokens = o.max_tokens;
   request.compression = compression;
   if (isatty(STDERR_FILENO) != 0 && request.prompt.size() > 512) {
-    request.on_prefill_progress = [](int64_t done, int64_t total) {
-      std::fprintf(stderr, "\r[kvc] prefill %lld/%lld tokens (%3.0f%%)%s",
-                   static_cast<long long>(done), static_cast<long long>(total),
+    // The total counts auto's tail probe too (the prompt's last tokens also run once to observe),
+    // so the bar says how many of its tokens are the probe's.
+    const auto prompt_len = static_cast<int64_t>(request.prompt.size());
+    request.on_prefill_progress = [prompt_len](int64_t done, int64_t total) {
+      std::string probe;
+      if (total > prompt_len) {
+        probe = fmt::format(", {} of them the tail probe's", total - prompt_len);
+      }
+      std::fprintf(stderr, "\r[kvc] prefill %lld/%lld tokens%s (%3.0f%%)%s",
+                   static_cast<long long>(done), static_cast<long long>(total), probe.c_str(),
                    100.0 * static_cast<double>(done) / static_cast<double>(total),
                    done == total ? "\n" : "");
       std::fflush(stderr);
