@@ -80,5 +80,14 @@ inline const uint8_t* block_quants(const uint8_t* group, int64_t b) {
   return group + static_cast<size_t>(b / kUnitBlocks<F>) * kUnitBytes<F> + kUnitScaleBytes +
          static_cast<size_t>(b % kUnitBlocks<F>) * kQuantBytes<F>;
 }
+// The same, writable (the packer's).
+template <PackedFormat F>
+inline uint16_t* block_scales(uint8_t* group, int64_t b) {
+  return const_cast<uint16_t*>(block_scales<F>(static_cast<const uint8_t*>(group), b));
+}
+template <PackedFormat F>
+inline uint8_t* block_quants(uint8_t* group, int64_t b) {
+  return const_cast<uint8_t*>(block_quants<F>(static_cast<const uint8_t*>(group), b));
+}
 
 }  // namespace kvc::packed

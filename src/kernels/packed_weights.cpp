@@ -39,8 +39,8 @@ uint8_t nibble(const Block& b, int i) {
 // Block b of rows r0 .. r0 + 15 (rows past `rows` stay zero) into its group (zeroed).
 template <PackedFormat F, typename Block>
 void pack_block(const WeightMatrix& w, int64_t r0, int64_t b, uint8_t* group) {
-  auto* scales = const_cast<uint16_t*>(packed::block_scales<F>(group, b));
-  auto* qs = const_cast<uint8_t*>(packed::block_quants<F>(group, b));
+  uint16_t* scales = packed::block_scales<F>(group, b);
+  uint8_t* qs = packed::block_quants<F>(group, b);
   for (int r = 0; r < packed::kGroupRows && r0 + r < w.rows; ++r) {
     const auto* row = reinterpret_cast<const Block*>(w.data + static_cast<size_t>(r0 + r) * w.row_stride());
     const Block& blk = row[b];
@@ -69,7 +69,7 @@ void pack_all(const WeightMatrix& w, PackedWeights& p) {
   }
 }
 
-// pack_block backwards: the file's bytes of row r0 + r.
+// pack_block backwards: the file's bytes of one row.
 template <PackedFormat F, typename Block>
 void unpack_row(const PackedWeights& p, int64_t row, uint8_t* out) {
   const uint8_t* group = p.group(row / packed::kGroupRows);
