@@ -29,12 +29,12 @@ using VecDot4Fn = void (*)(int64_t n, const void* weight_row, const void* activa
 enum class PackedFormat : uint8_t { kQ4_0, kQ4_1, kQ8_0 };
 inline constexpr int kPackedFormats = 3;
 
-// One call of a packed kernel: one group of 16 weight rows times 1..4 tokens.
+// One call of a packed kernel: one group of 16 weight rows times 1..packed::kMaxTokens tokens.
 //   y[t * y_stride + r] = sum over blocks b of the group's row r . token t's block b,
 // for r < n_rows and t < n_tokens, each (row, token) accumulated in the same order whatever
 // n_tokens is (kernels/packed_layout.h states the arithmetic, bit for bit).
 struct PackedGemmArgs {
-  const uint8_t* group;  // n_blocks blocks of packed::block_bytes(format)
+  const uint8_t* group;  // n_blocks blocks, in the units of kernels/packed_layout.h
   int64_t n_blocks;
   int n_tokens;          // 1..packed::kMaxTokens
   int n_rows;            // rows of the group to store, 1..16 (the rest are padding)
