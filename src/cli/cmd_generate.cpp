@@ -186,6 +186,27 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", o->sampling.seed, "Random seed for sampling (runs are reproducible)")
       ->capture_default_str()
       ->group(sampling);
+  cmd->add_option("--repeat-penalty", o->sampling.repeat_penalty,
+                  "Penalize tokens in the last --repeat-last-n: a logit > 0 divided by it, one "
+                  "<= 0 multiplied (1: off)")
+      ->check(CLI::Range(0.01f, 100.0f))
+      ->capture_default_str()
+      ->group(sampling);
+  cmd->add_option("--repeat-last-n", o->sampling.repeat_last_n,
+                  "Tokens the penalties look back over, prompt included (0: none, -1: all)")
+      ->check(CLI::Range(-1, 1 << 24))
+      ->capture_default_str()
+      ->group(sampling);
+  cmd->add_option("--presence-penalty", o->sampling.presence_penalty,
+                  "Subtract this from the logit of every token in that window (0: off)")
+      ->check(CLI::Range(-2.0f, 2.0f))
+      ->capture_default_str()
+      ->group(sampling);
+  cmd->add_option("--frequency-penalty", o->sampling.frequency_penalty,
+                  "Subtract this times its count in that window from a token's logit (0: off)")
+      ->check(CLI::Range(-2.0f, 2.0f))
+      ->capture_default_str()
+      ->group(sampling);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", o->json, "Print one JSON object (text, tokens, timings) instead of streaming");
   cmd->callback([o, temp, top_k, top_p] {

@@ -15,7 +15,29 @@ int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  if (params_.penalized() && !history.empty()) {
+    const size_t last_n = static_cast<size_t>(params_.repeat_last_n);
+    const size_t n_window =
+        params_.repeat_last_n < 0 ? history.size() : std::min(history.size(), last_n);
+    const std::span<const int32_t> window = history.last(n_window);
+    penalized_.assign(logits.begin(), logits.end());
+    counts_.resize(logits.size(), 0);
+    for (int32_t t : window) {
+      KVC_ASSERT(t >= 0 && static_cast<size_t>(t) < logits.size());
+      ++counts_[static_cast<size_t>(t)];
+    }
+    for (int32_t t : window) {
+      const auto i = static_cast<size_t>(t);
+      const int32_t c = counts_[i];
+      if (c == 0) continue;  // a repeat of a token already penalized
+      float& l = penalized_[i];
+      l = l > 0.0f ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+      l -= static_cast<float>(c) * params_.frequency_penalty + params_.presence_penalty;
+      counts_[i] = 0;
+    }
+    logits = penalized_;
+  }
   if (params_.temperature <= 0.0f) return argmax(logits);
   const auto n = static_cast<int32_t>(logits.size());
   order_.resize(static_cast<size_t>(n));

@@ -380,7 +380,7 @@ void Engine::advance(Sequence& s) {
     finish(s, FinishReason::kMaxTokens);
     return;
   }
-  const int32_t token = s.sampler.sample(s.logits);
+  const int32_t token = s.sampler.sample(s.logits, s.tokens);
   s.tokens.push_back(token);
   ++s.n_generated;
   ++metrics_.generated_tokens;

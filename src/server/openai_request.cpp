@@ -223,11 +223,6 @@ CompletionJob parse_completion_request(const json& body, bool chat, const Model&
   if (const json* lp = field(body, "logprobs")) {
     if (!(lp->is_boolean() && !lp->get<bool>())) bad("logprobs", "'logprobs' is not supported");
   }
-  for (const char* penalty : {"presence_penalty", "frequency_penalty"}) {
-    if (get_number(body, penalty, 0.0, -2.0, 2.0) != 0.0) {
-      bad(penalty, fmt::format("'{}' is not supported (only 0)", penalty));
-    }
-  }
   CompletionJob job;
   job.chat = chat;
   job.prompt = chat ? chat_prompt(body, model) : completion_prompt(body, model);
@@ -250,6 +245,16 @@ CompletionJob parse_completion_request(const json& body, bool chat, const Model&
   job.sampling.top_p = static_cast<float>(get_number(body, "top_p", 1.0, 0.0, 1.0));
   job.sampling.top_k = static_cast<int32_t>(get_int(body, "top_k", 0, 0, 1 << 20));
   job.sampling.seed = static_cast<uint64_t>(get_int(body, "seed", 0, INT64_MIN, INT64_MAX));
+  // Penalties over the sequence's last repeat_last_n tokens (engine/sampler.h): OpenAI's two,
+  // and llama-server's repeat_penalty / repeat_last_n.
+  job.sampling.presence_penalty =
+      static_cast<float>(get_number(body, "presence_penalty", 0.0, -2.0, 2.0));
+  job.sampling.frequency_penalty =
+      static_cast<float>(get_number(body, "frequency_penalty", 0.0, -2.0, 2.0));
+  job.sampling.repeat_penalty =
+      static_cast<float>(get_number(body, "repeat_penalty", 1.0, 0.01, 100.0));
+  job.sampling.repeat_last_n =
+      static_cast<int32_t>(get_int(body, "repeat_last_n", 64, -1, 1 << 20));
   job.stream = get_bool(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

@@ -189,6 +189,25 @@ class OpenAIClientTest(unittest.TestCase):
                                           max_tokens=10, temperature=0).choices[0].text
         self.assertEqual(streamed, plain)
 
+    def test_penalties_change_a_repetitive_greedy_continuation_and_are_range_checked(self):
+        client = self.server.client()
+        prompt = "1, 2, 3, 4, 5,"  # the continuation repeats the prompt's commas
+        plain = client.completions.create(model=self.model(), prompt=prompt, max_tokens=8,
+                                          temperature=0).choices[0].text
+        penalized = client.completions.create(
+            model=self.model(), prompt=prompt, max_tokens=8, temperature=0,
+            frequency_penalty=2.0, presence_penalty=2.0,
+            extra_body={"repeat_penalty": 1.5, "repeat_last_n": -1}).choices[0].text
+        self.assertNotEqual(plain, penalized)
+        for field, value in [("presence_penalty", 2.5), ("frequency_penalty", -3),
+                             ("repeat_penalty", 0), ("repeat_last_n", -2)]:
+            status, data = self.server.raw(
+                "POST", "/v1/completions",
+                body=json.dumps({"prompt": "hi", "max_tokens": 2, field: value}).encode(),
+                headers={"Content-Type": "application/json"})
+            self.assertEqual(status, 400, data)
+            self.assertEqual(json.loads(data)["error"]["param"], field)
+
     def test_stop_strings(self):
         c = self.server.client().completions.create(
             model=self.model(), prompt="1, 2, 3, 4, 5,", max_tokens=30, temperature=0,
@@ -227,8 +246,8 @@ class OpenAIClientTest(unittest.TestCase):
         fields = ["max_tokens", "temperature", "top_p", "top_k", "seed", "stream", "stop",
                   "prompt", "model", "n", "kv_policy", "max_cache_tokens", "compression_rate",
                   "protected_window", "compress_once", "compress_chunk", "chunk_budget_factor", "messages",
-                  "marginal_error", "tail_probe",
-                  "stream_options"]
+                  "marginal_error", "tail_probe", "presence_penalty", "frequency_penalty",
+                  "repeat_penalty", "repeat_last_n", "stream_options"]
         bodies = [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"prompt": "a"' * 50,
                   json.dumps({"model": "nope", "prompt": "x"}).encode(),
                   json.dumps({"prompt": ""}).encode(),
