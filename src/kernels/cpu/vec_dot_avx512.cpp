@@ -57,39 +57,13 @@ void dot_float(int64_t n, const void* activations, size_t stride, Load16 load16,
   }
 }
 
-struct F32Dot {
-  template <int kTokens>
-  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
-    const auto* w = static_cast<const float*>(vw);
-    dot_float<kTokens>(
-        n, va, stride, [w](int64_t i) { return _mm512_loadu_ps(w + i); },
-        [w](int64_t i) { return w[i]; }, out);
-  }
-};
-
-struct F16Dot {
-  template <int kTokens>
-  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
-    const auto* w = static_cast<const uint16_t*>(vw);
-    dot_float<kTokens>(
-        n, va, stride, [w](int64_t i) { return _mm512_cvtph_ps(load_256(w + i)); },
-        [w](int64_t i) { return half_to_float(w[i]); }, out);
-  }
-};
-
-struct BF16Dot {
-  template <int kTokens>
-  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
-    const auto* w = static_cast<const uint16_t*>(vw);
-    // bf16 is the top half of a float: widen to 32 bits and shift into place.
-    dot_float<kTokens>(
-        n, va, stride,
-        [w](int64_t i) {
-          return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_256(w + i)), 16));
-        },
-        [w](int64_t i) { return bf16_to_float(w[i]); }, out);
-  }
-};
+// 16 weights of a float row from w as floats (the float kernels' loads; x86_dot_types.h
+// builds F32Dot / F16Dot / BF16Dot on them and dot_float).
+inline __m512 widen_f32(const float* w) { return _mm512_loadu_ps(w); }
+inline __m512 widen_f16(const uint16_t* w) { return _mm512_cvtph_ps(load_256(w)); }
+inline __m512 widen_bf16(const uint16_t* w) {  // bf16 is the top half of a float
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_256(w)), 16));
+}
 
 // ---- legacy blocks (32 elements) against Q8_0 / Q8_1 ----------------------------------
 

@@ -2,8 +2,40 @@
 // through dot_legacy, Q4_K/Q5_K through dot_k_with_mins, and the one- and four-token entry
 // points. Like x86_shared_helpers.h, no include guard, no includes, no namespace: each
 // vec_dot_*.cpp includes it inside its anonymous namespace, after its own dot_legacy and
-// dot_k_with_mins (and its Q6_KDot and float kernels F32Dot / F16Dot / BF16Dot, which differ
-// per set), and then exports the lookups below as vec_dot_kernel / vec_dot_4_kernel.
+// dot_k_with_mins, its float kernel dot_float with the loads widen_f32 / widen_f16 / widen_bf16,
+// and its Q6_KDot (which differ per set), and then exports the lookups below as vec_dot_kernel /
+// vec_dot_4_kernel.
+
+// Float weights against F32 activations: rows<kTokens> as dot_float.
+struct F32Dot {
+  template <int kTokens>
+  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
+    const auto* w = static_cast<const float*>(vw);
+    dot_float<kTokens>(
+        n, va, stride, [w](int64_t i) { return widen_f32(w + i); },
+        [w](int64_t i) { return w[i]; }, out);
+  }
+};
+
+struct F16Dot {
+  template <int kTokens>
+  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
+    const auto* w = static_cast<const uint16_t*>(vw);
+    dot_float<kTokens>(
+        n, va, stride, [w](int64_t i) { return widen_f16(w + i); },
+        [w](int64_t i) { return half_to_float(w[i]); }, out);
+  }
+};
+
+struct BF16Dot {
+  template <int kTokens>
+  static void rows(int64_t n, const void* vw, const void* va, size_t stride, float* out) {
+    const auto* w = static_cast<const uint16_t*>(vw);
+    dot_float<kTokens>(
+        n, va, stride, [w](int64_t i) { return widen_bf16(w + i); },
+        [w](int64_t i) { return bf16_to_float(w[i]); }, out);
+  }
+};
 
 // One struct per legacy type: rows<kTokens>(n, w, a, stride, out) as dot_legacy.
 struct Q4_0Dot {
