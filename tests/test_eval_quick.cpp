@@ -261,7 +261,7 @@ TEST(PolicyVariants, ChunkSuffixesSetChunkFactorAndProbe) {
   EXPECT_EQ(probe.compress_chunk, 512);
   EXPECT_EQ(probe.chunk_budget_factor, 1.0);
   EXPECT_TRUE(probe.tail_probe);
-  // auto probes by default (docs/quality.md); kvcompress-words is auto without the probe.
+  // auto probes by default (docs/quality.md); kvcompress-words does not.
   EXPECT_TRUE(make_policy_variant("auto:chunk512:x4", {}).config.tail_probe);
   EXPECT_FALSE(make_policy_variant("kvcompress-words:chunk512", {}).config.tail_probe);
   EXPECT_FALSE(make_policy_variant("kvcompress:chunk512", {}).config.tail_probe);
@@ -270,6 +270,21 @@ TEST(PolicyVariants, ChunkSuffixesSetChunkFactorAndProbe) {
                           "auto:chunk512:prob"}) {
     EXPECT_THROW(make_policy_variant(bad, CompressionConfig{}), Error) << bad;
   }
+}
+
+TEST(PolicyVariants, AutoObservesWithThirtyTwoQueriesUnlessToldOtherwise) {
+  EXPECT_EQ(make_policy_variant("auto", {}).config.observation_window, kAutoObservationWindow);
+  EXPECT_EQ(make_policy_variant("auto:chunk512", {}).config.observation_window, 32);
+  for (const char* named : {"kvcompress", "kvcompress-words", "snapkv", "ada-snapkv"}) {
+    EXPECT_EQ(make_policy_variant(named, {}).config.observation_window, 8) << named;
+  }
+  EXPECT_EQ(make_policy_variant("kvcompress-w32", {}).config.observation_window, 32);
+  // `kvc eval --observation-window W` replaces every setting's own window, auto's too.
+  EXPECT_EQ(make_policy_variant("auto", {}, 8).config.observation_window, 8);
+  EXPECT_EQ(make_policy_variant("snapkv", {}, 32).config.observation_window, 32);
+  // The window's queries must lie in one prefill chunk.
+  EXPECT_THROW(make_policy_variant("auto:chunk16", {}), Error);
+  EXPECT_NO_THROW(make_policy_variant("auto:chunk16", {}, 8));
 }
 
 TEST_F(EvalQuick, BadSettingsAreRejectedWithAMessage) {

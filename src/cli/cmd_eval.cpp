@@ -199,7 +199,7 @@ void run(EvalOptions o) {
   s.seed = o.seed;
   for (const std::string& p : o.policies) {
     if (p == "full") continue;  // always run
-    s.variants.push_back(eval::make_policy_variant(p, base));
+    s.variants.push_back(eval::make_policy_variant(p, base, o.tuning.observation_window));
   }
   s.budgets = o.budgets;
   s.fidelity_samples = o.fidelity_samples;
@@ -360,7 +360,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--policies", o->policies,
                   "Policies to compare with the full cache, comma-separated; also the "
                   "KV-Compress ablations kvcompress-l1, kvcompress-w32, kvcompress-full, "
-                  "kvcompress-words (= auto), kvcompress-words-floor (+ a 0.2 x C floor per head)")
+                  "kvcompress-words (auto with the window of 8, no probe), "
+                  "kvcompress-words-floor (+ a 0.2 x C floor per head)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--budgets", o->budgets,

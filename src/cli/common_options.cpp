@@ -60,7 +60,8 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
   std::vector<std::string> names = {std::string(kAutoPolicy)};
   std::string policy_help = fmt::format(
       "KV-cache policy (every one frees real blocks):\n  {:<13} {}", kAutoPolicy,
-      "the recommended setting: kvcompress with --word-spans (docs/quality.md)");
+      "the recommended setting: kvcompress with --word-spans and --observation-window 32 "
+      "(docs/quality.md)");
   for (const PolicyInfo& p : policy_infos()) {
     names.emplace_back(p.name);
     policy_help += fmt::format("\n  {:<13} {}", p.name, p.description);
@@ -92,11 +93,6 @@ void add_compression_options(CLI::App& app, CompressionOptions& o) {
                  "Eviction metric: l2 (sum of squared attention) or l1 (sum of attention); "
                  "default: l2 for kvcompress, l1 for h2o/snapkv/pyramidkv/ada-snapkv")
       ->check(CLI::IsMember({"l1", "l2"}))
-      ->group(group);
-  app.add_option("--observation-window", o.observation_window,
-                 "Prefill metric: the last w prompt queries observe the KVs")
-      ->check(CLI::Range(1, 1 << 20))
-      ->capture_default_str()
       ->group(group);
   app.add_flag("--full-observation", o.full_observation,
                "Prefill metric from every query at least --observation-buffer positions later "
@@ -148,6 +144,12 @@ void add_policy_tuning_options(CLI::App& app, CompressionOptions& o) {
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str()
       ->group(group);
+  app.add_option("--observation-window", o.observation_window,
+                 "Prefill metric: the last w prompt queries observe the KVs (0: the policy's "
+                 "own: 8, auto 32)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str()
+      ->group(group);
   app.add_option("--observation-buffer", o.observation_buffer,
                  "Full observation: a query observes only KVs this many positions older")
       ->check(CLI::Range(0, 1 << 20))
@@ -192,6 +194,7 @@ CompressionConfig policy_tuning_config(const CompressionOptions& o) {
   CompressionConfig c;
   c.planner.protected_window = o.protected_window;
   c.planner.sink_tokens = o.sink_tokens;
+  if (o.observation_window > 0) c.observation_window = o.observation_window;
   c.observation_buffer = o.observation_buffer;
   c.pool_kernel = o.pool_kernel;
   c.word_spans = o.word_spans;
@@ -212,6 +215,7 @@ CompressionConfig compression_config(const CompressionOptions& o) {
     if (o.policy_given) fail("--kv-policy full keeps every KV: drop the budget or pick a policy");
     set_policy(c, kAutoPolicy);  // a budget alone means the recommended setting
   }
+  if (o.observation_window > 0) c.observation_window = o.observation_window;  // over auto's
   if (o.compression_rate > 0) {
     c.budget = CacheBudget{CacheBudget::kCompressionRate, o.compression_rate, o.min_cache};
   } else if (o.fraction_kept > 0) {
@@ -220,7 +224,6 @@ CompressionConfig compression_config(const CompressionOptions& o) {
     c.budget = CacheBudget{CacheBudget::kMaxCacheTokens,
                            o.max_cache_tokens > 0 ? o.max_cache_tokens : 128.0, o.min_cache};
   }
-  c.observation_window = o.observation_window;
   c.full_observation = o.full_observation;
   apply_policy_defaults(c);  // the metric each policy reads (and H2O's full observation)
   if (!o.metric.empty()) {

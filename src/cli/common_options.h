@@ -42,7 +42,7 @@ struct CompressionOptions {
   int32_t protected_window = 8;
   int32_t sink_tokens = 0;
   std::string metric;  // "" = the policy's own (l2 for kvcompress, l1 for h2o/snapkv/...)
-  int32_t observation_window = 8;
+  int32_t observation_window = 0;  // 0: the policy's own (8; auto: 32)
   bool full_observation = false;
   int32_t observation_buffer = 10;
   int32_t pool_kernel = 7;

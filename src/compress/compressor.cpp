@@ -83,8 +83,8 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.compress_chunk > 0) {
     if (!c.full_observation && c.compress_chunk < c.observation_window) {
       fail("--compress-chunk {} is shorter than the observation window {}: the window's queries "
-           "must all lie in the chunk",
-           c.compress_chunk, c.observation_window);
+           "must all lie in the chunk (--observation-window sets the window; auto's is {})",
+           c.compress_chunk, c.observation_window, kAutoObservationWindow);
     }
     if (c.budget.kind == CacheBudget::kFractionKept) {
       fail("--compress-chunk needs a budget in KVs or a compression rate, not a fraction kept "
@@ -169,6 +169,7 @@ void set_policy(CompressionConfig& config, std::string_view name) {
     config.policy = KvPolicy::kKvCompress;
     config.word_spans = true;
     config.tail_probe = true;  // a no-op unless the prompt is compressed in chunks
+    config.observation_window = kAutoObservationWindow;
     return;
   }
   try {

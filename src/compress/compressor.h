@@ -17,12 +17,19 @@
 
 namespace kvc {
 
+// Observing queries of the prefill window metric: the paper's runs (and every named policy)
+// use 8; `auto` uses 32, which covers a chat prompt's whole question and not only the
+// template's generation prompt that fills most of the last 8 (docs/quality.md, "A wider
+// observation window").
+inline constexpr int32_t kPaperObservationWindow = 8;
+inline constexpr int32_t kAutoObservationWindow = 32;
+
 struct CompressionConfig {
   KvPolicy policy = KvPolicy::kFull;
   CacheBudget budget{CacheBudget::kMaxCacheTokens, 128.0, 128};
   PlannerOptions planner;          // protected window and sinks of every policy but streamingllm
   MetricAccumulation metric = MetricAccumulation::kSquared;  // L2 (default) or L1 (kAbsolute)
-  int32_t observation_window = 8;  // KVC-w: the last w prompt queries observe
+  int32_t observation_window = kPaperObservationWindow;  // KVC-w: the last w queries observe
   bool full_observation = false;   // KVC-full: every query observes KVs >= buffer older
   int32_t observation_buffer = 10;
   int32_t pool_kernel = 7;         // max-pool of the window metric (1: none); full: none

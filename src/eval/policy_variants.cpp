@@ -19,7 +19,9 @@ constexpr VariantName kAblations[] = {
     {"kvcompress-l1", "KV-Compress with the L1 metric (sum of attention) instead of L2"},
     {"kvcompress-w32", "KV-Compress observing with the last 32 prompt queries instead of 8"},
     {"kvcompress-full", "KV-Compress with full observation (every query, KVs >= 10 older)"},
-    {"kvcompress-words", "KV-Compress scoring each whitespace-delimited word by its best token"},
+    {"kvcompress-words",
+     "KV-Compress scoring each whitespace-delimited word by its best token (auto with the "
+     "paper's window of 8 and no tail probe)"},
     {"kvcompress-words-floor",
      "kvcompress-words where every head first keeps its top 0.2 x C KVs (Ada-KV's safeguard)"},
     {"kvcompress-err",
@@ -31,7 +33,8 @@ constexpr VariantName kAblations[] = {
 
 }  // namespace
 
-PolicyVariant make_policy_variant(std::string_view full_name, const CompressionConfig& base) {
+PolicyVariant make_policy_variant(std::string_view full_name, const CompressionConfig& base,
+                                  int32_t observation_window) {
   // NAME:chunkN: NAME compressing during prefill every N prompt tokens, then optionally ':xF'
   // keeping F times the budget between chunks (CompressionConfig::chunk_budget_factor) and
   // ':probe' previewing the prompt's end (CompressionConfig::tail_probe), in that order.
@@ -101,6 +104,7 @@ PolicyVariant make_policy_variant(std::string_view full_name, const CompressionC
   v.config.compress_chunk = chunk;
   v.config.chunk_budget_factor = factor;
   if (probe) v.config.tail_probe = true;  // auto has it on already
+  if (observation_window > 0) v.config.observation_window = observation_window;
   validate_compression_config(v.config);
   return v;
 }

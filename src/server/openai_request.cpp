@@ -145,6 +145,7 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
       c.word_spans = false;  // a named policy runs as named; "auto" sets its own settings
       c.planner.marginal_error = false;
       c.tail_probe = false;
+      c.observation_window = kPaperObservationWindow;
       set_policy(c, policy->get<std::string>());
     } catch (const Error& e) {
       bad("kv_policy", e.what());
