@@ -356,6 +356,13 @@ class PreemptionTest(unittest.TestCase):
                                           extra_body={"max_cache_tokens": 128,
                                                       "tail_probe": True})
             self.assertIn("tail_probe", str(e.exception))
+            # auto observes with 32 queries: a 16-token chunk cannot hold them (snapkv's 8 fit).
+            with self.assertRaises(openai.BadRequestError) as e:
+                client.completions.create(model=model, prompt="Hello", max_tokens=2,
+                                          extra_body={"max_cache_tokens": 16,
+                                                      "compress_chunk": 16})
+            self.assertIn("compress_chunk", str(e.exception))
+            self.assertIn("32", str(e.exception))
             probed = client.completions.create(model=model, prompt=prompt, max_tokens=8,
                                                temperature=0,
                                                extra_body={"max_cache_tokens": 128,
