@@ -81,7 +81,7 @@ void validate_compression_config(const CompressionConfig& c) {
   if (c.interval < 0) fail("--compress-interval must be >= 0");
   if (c.compress_chunk < 0) fail("--compress-chunk must be >= 0, got {}", c.compress_chunk);
   if (c.compress_chunk > 0) {
-    if (!c.full_observation && c.compress_chunk < c.observation_window) {
+    if (chunk_shorter_than_window(c)) {
       fail("--compress-chunk {} is shorter than the observation window {}: the window's queries "
            "must all lie in the chunk (--observation-window sets the window; auto's is {})",
            c.compress_chunk, c.observation_window, kAutoObservationWindow);

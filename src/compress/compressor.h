@@ -78,6 +78,11 @@ struct CompressionConfig {
 // metric == kAbsolute. streamingllm and random read no metric (the engine still needs one set
 // to run its prefill pass, so a metric is required for every compressing policy).
 void validate_compression_config(const CompressionConfig& config);
+// Compression during prefill whose chunk cannot hold the observing window's queries (an error
+// validate_compression_config reports).
+inline bool chunk_shorter_than_window(const CompressionConfig& c) {
+  return c.compress_chunk > 0 && !c.full_observation && c.compress_chunk < c.observation_window;
+}
 
 // The marginal-error rule (PlannerOptions::marginal_error) is KV-Compress's (kvcompress and
 // auto); every other policy has its own eviction rule. validate_compression_config rejects it

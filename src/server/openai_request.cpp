@@ -198,7 +198,7 @@ CompressionConfig compression_of(const json& body, const CompressionConfig& defa
     bad("marginal_error", fmt::format("'marginal_error' applies to kv_policy kvcompress and auto "
                                       "only, not {}", policy_info(c.policy).name));
   }
-  if (c.compress_chunk > 0 && !c.full_observation && c.compress_chunk < c.observation_window) {
+  if (chunk_shorter_than_window(c)) {
     bad("compress_chunk",
         fmt::format("'compress_chunk' {} is shorter than the policy's observation window of {} "
                     "queries (auto observes with {}, the other policies with {})",
